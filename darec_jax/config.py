@@ -1,0 +1,284 @@
+"""One typed configuration: frozen dataclasses, presets and dotted overrides.
+
+A run is fully described by a :class:`Config`. It is built in three layers, mirroring RLMRec's
+per-model YAML files with per-dataset blocks:
+
+1. the dataclass defaults below;
+2. the preset for (dataset, backbone, method) from :data:`PRESETS` (the reference's values);
+3. user overrides ``section.field=value`` (``--set train.lr=5e-4`` on the command line).
+
+The resolved config is saved beside the results of every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from darec_jax.data.synthetic import SyntheticConfig
+from darec_jax.errors import ConfigError
+
+DATASETS = ("amazon", "yelp", "steam", "synthetic")
+BACKBONES = ("lightgcn", "gccf", "sgl", "simgcl", "dccf", "autocf")
+METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
+# What this version of the package implements; the rest raise a clear error.
+IMPLEMENTED_BACKBONES = ("lightgcn",)
+IMPLEMENTED_METHODS = ("none",)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the interactions (and LLM embeddings) come from."""
+
+    name: str = "synthetic"
+    # An RLMRec-format folder; overrides the cache / download lookup.
+    data_dir: str | None = None
+    # Cache folder for downloaded datasets; None = $DAREC_DATA_DIR or the per-user cache.
+    cache_dir: str | None = None
+    download: bool = True
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The graph backbone (BACKBONES.md §2)."""
+
+    backbone: str = "lightgcn"
+    embedding_size: int = 32
+    layer_num: int = 3
+    # Edge-dropout keep probability during training (1.0 = no dropout, no random draws).
+    keep_rate: float = 0.8
+    reg_weight: float = 1e-6
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and early stopping (PROTOCOL.md §2–3)."""
+
+    lr: float = 1e-3
+    batch_size: int = 4096
+    epochs: int = 3000
+    # Validate after epochs 0, test_step, 2*test_step, ...
+    test_step: int = 3
+    # Stop after this many evaluations without strict improvement of the criterion.
+    patience: int = 5
+    criterion: str = "recall@20"
+    seed: int = 2023
+    # "highest" keeps float32 matmuls exact on accelerators; "default" allows TF32/bf16 passes.
+    matmul_precision: str = "highest"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Full-ranking evaluation (BACKBONES.md §1.10)."""
+
+    ks: tuple[int, ...] = (5, 10, 20)
+    # Users scored per device chunk; bounds memory at user_chunk x n_items scores.
+    user_chunk: int = 1024
+    # "gt": RLMRec's Recall@k = hits / |GT|.  "min_k_gt": hits / min(k, |GT|).
+    recall_denominator: str = "gt"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs."""
+
+    method: str = "none"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2.2 and §3.3.
+# Values are dotted overrides applied on top of the defaults. "synthetic" uses the yelp values.
+PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("amazon", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
+    ("yelp", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
+    ("steam", "lightgcn", "none"): {"model.layer_num": 2, "model.reg_weight": 1e-6},
+    ("synthetic", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
+}
+
+
+def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+
+
+def validate(cfg: Config) -> Config:
+    """Raise :class:`ConfigError` for unknown names and out-of-range values."""
+    _check_choice("dataset", cfg.data.name, DATASETS)
+    _check_choice("backbone", cfg.model.backbone, BACKBONES)
+    _check_choice("method", cfg.method, METHODS)
+    if cfg.model.backbone not in IMPLEMENTED_BACKBONES:
+        raise ConfigError(
+            f"backbone {cfg.model.backbone!r} is not implemented yet in this version; "
+            f"implemented: {', '.join(IMPLEMENTED_BACKBONES)}"
+        )
+    if cfg.method not in IMPLEMENTED_METHODS:
+        raise ConfigError(
+            f"method {cfg.method!r} is not implemented yet in this version; "
+            f"implemented: {', '.join(IMPLEMENTED_METHODS)}"
+        )
+    _check_choice("eval.recall_denominator", cfg.eval.recall_denominator, ("gt", "min_k_gt"))
+    _check_choice("train.matmul_precision", cfg.train.matmul_precision, ("highest", "default"))
+    criteria = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.eval.ks)
+    _check_choice("train.criterion", cfg.train.criterion, criteria)
+    checks = [
+        (0.0 < cfg.model.keep_rate <= 1.0, "model.keep_rate must be in (0, 1]"),
+        (cfg.model.layer_num >= 0, "model.layer_num must be >= 0"),
+        (cfg.model.embedding_size > 0, "model.embedding_size must be > 0"),
+        (cfg.model.reg_weight >= 0, "model.reg_weight must be >= 0"),
+        (cfg.train.lr > 0, "train.lr must be > 0"),
+        (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
+        (cfg.train.epochs > 0, "train.epochs must be > 0"),
+        (cfg.train.test_step > 0, "train.test_step must be > 0"),
+        (cfg.train.patience > 0, "train.patience must be > 0"),
+        (cfg.eval.user_chunk > 0, "eval.user_chunk must be > 0"),
+        (len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def _leaf_paths(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """All dotted field paths of a (nested) dataclass, mapped to their type annotations."""
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(_leaf_paths(value, path + "."))
+        else:
+            out[path] = hints[f.name]
+    return out
+
+
+def valid_keys(cfg: Config | None = None) -> list[str]:
+    """Every key that ``--set`` accepts."""
+    return sorted(_leaf_paths(cfg or Config()))
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+    """Parse a command-line string into the annotated field type."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if text.lower() in ("none", "null") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_value(text, inner, key)
+    try:
+        if annotation is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if annotation is int:
+            return int(text)
+        if annotation is float:
+            return float(text)
+        if annotation is str:
+            return text
+        if origin is tuple:
+            parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
+            return tuple(_parse_value(p.strip(), args[0], key) for p in parts)
+    except ValueError:
+        raise ConfigError(f"bad value {text!r} for {key} (expected {annotation})") from None
+    raise ConfigError(f"cannot parse a value for {key} of type {annotation}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce a Python value (from a preset or a JSON file) to the field type."""
+    if isinstance(value, str):
+        return _parse_value(value, annotation, key)
+    if typing.get_origin(annotation) is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
+    """Return ``cfg`` with dotted ``section.field`` overrides applied."""
+    leaves = _leaf_paths(cfg)
+    for key, value in overrides.items():
+        if key not in leaves:
+            raise ConfigError(
+                f"unknown config key {key!r}; valid keys: {', '.join(sorted(leaves))}"
+            )
+        cfg = _replace_path(cfg, key.split("."), _coerce(value, leaves[key], key))
+    return cfg
+
+
+def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
+    if len(parts) == 1:
+        return dataclasses.replace(obj, **{parts[0]: value})
+    child = getattr(obj, parts[0])
+    return dataclasses.replace(obj, **{parts[0]: _replace_path(child, parts[1:], value)})
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """Turn ``["train.lr=5e-4", ...]`` into a dict, rejecting malformed items."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_config(
+    dataset: str = "synthetic",
+    backbone: str = "lightgcn",
+    method: str = "none",
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then the (dataset, backbone, method) preset, then user overrides; validated."""
+    _check_choice("dataset", dataset, DATASETS)
+    _check_choice("backbone", backbone, BACKBONES)
+    _check_choice("method", method, METHODS)
+    cfg = Config(
+        method=method,
+        data=DataConfig(name=dataset),
+        model=ModelConfig(backbone=backbone),
+    )
+    cfg = apply_overrides(cfg, PRESETS.get((dataset, backbone, method), {}))
+    cfg = apply_overrides(cfg, overrides or {})
+    return validate(cfg)
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a config saved by :func:`to_dict` (e.g. from a run's ``config.json``)."""
+    flat: dict[str, Any] = {}
+
+    def walk(d: dict[str, Any], prefix: str) -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                flat[f"{prefix}{k}"] = v
+
+    walk(raw, "")
+    return validate(apply_overrides(Config(), flat))

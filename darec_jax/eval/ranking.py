@@ -1,0 +1,191 @@
+"""Full-ranking evaluation, jitted and chunked over users (BACKBONES.md §1.10, Q21).
+
+For every user with at least one item in the split: score all items, mask the user's training
+items to −1e8, take the top K = max(ks), and compute
+
+    Recall@k = Σ_{j≤k} h_j / |GT|            (RLMRec; option: / min(k, |GT|))
+    NDCG@k   = Σ_{j≤k} h_j / log2(j+1)  /  Σ_{j=1}^{min(k,|GT|)} 1 / log2(j+1)
+
+averaged over the evaluated users. Host-side preparation turns the ragged per-user item lists into
+fixed-shape padded arrays, so the device function compiles once per (dataset, split).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MASK_SCORE = -1e8
+
+
+@dataclass(frozen=True)
+class RankingTask:
+    """A split prepared for device evaluation, in chunks of ``chunk`` users.
+
+    users:        int32 [C, chunk] evaluated user ids (padding rows repeat user 0).
+    user_valid:   float32 [C, chunk] 1 for real rows.
+    gt_count:     float32 [C, chunk] |GT_u| (1 on padding rows, to keep divisions finite).
+    train_rows, train_items: int32 [C, Ptr] (row-in-chunk, item) of training items to mask;
+                  padding entries point at item n_items (dropped by the scatter).
+    gt_rows, gt_items: int32 [C, Pgt] (row-in-chunk, item) of ground-truth items, padded likewise.
+    n_users_evaluated: number of real users.
+    """
+
+    users: np.ndarray
+    user_valid: np.ndarray
+    gt_count: np.ndarray
+    train_rows: np.ndarray
+    train_items: np.ndarray
+    gt_rows: np.ndarray
+    gt_items: np.ndarray
+    n_users_evaluated: int
+    n_items: int
+
+
+def _chunk_pairs(
+    rows_of_user: np.ndarray, items: np.ndarray, chunk_of_user: np.ndarray, n_chunks: int,
+    n_items: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Group (row-in-chunk, item) pairs by chunk into padded [C, P] arrays."""
+    counts = np.bincount(chunk_of_user, minlength=n_chunks)
+    width = max(int(counts.max(initial=0)), 1)
+    rows = np.zeros((n_chunks, width), np.int32)
+    cols = np.full((n_chunks, width), n_items, np.int32)
+    order = np.argsort(chunk_of_user, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot = np.arange(order.shape[0]) - np.repeat(starts, counts)
+    rows[chunk_of_user[order], slot] = rows_of_user[order]
+    cols[chunk_of_user[order], slot] = items[order]
+    return rows, cols
+
+
+def prepare_ranking(
+    n_users: int,
+    n_items: int,
+    train_users: np.ndarray,
+    train_items: np.ndarray,
+    split_users: np.ndarray,
+    split_items: np.ndarray,
+    chunk: int = 1024,
+) -> RankingTask:
+    """Pad a split's ground truth and the training masks into fixed-shape chunks."""
+    split_users = np.asarray(split_users, np.int64)
+    split_items = np.asarray(split_items, np.int64)
+    gt_count_all = np.bincount(split_users, minlength=n_users)
+    evaluated = np.flatnonzero(gt_count_all > 0)
+    n_eval = evaluated.shape[0]
+    chunk = max(1, min(chunk, n_eval))
+    n_chunks = max(1, -(-n_eval // chunk))
+    padded = np.zeros(n_chunks * chunk, np.int64)
+    padded[:n_eval] = evaluated
+    valid = np.zeros(n_chunks * chunk, np.float32)
+    valid[:n_eval] = 1.0
+    position = np.full(n_users, -1, np.int64)  # user -> flat position among evaluated users
+    position[evaluated] = np.arange(n_eval)
+
+    def pairs(us: np.ndarray, its: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        us = np.asarray(us, np.int64)
+        its = np.asarray(its, np.int64)
+        keep = position[us] >= 0
+        flat = position[us[keep]]
+        return _chunk_pairs(flat % chunk, its[keep], flat // chunk, n_chunks, n_items)
+
+    train_rows, train_cols = pairs(train_users, train_items)
+    gt_rows, gt_cols = pairs(split_users, split_items)
+    gt_count = np.ones(n_chunks * chunk, np.float32)
+    gt_count[:n_eval] = gt_count_all[evaluated]
+    return RankingTask(
+        users=padded.reshape(n_chunks, chunk).astype(np.int32),
+        user_valid=valid.reshape(n_chunks, chunk),
+        gt_count=gt_count.reshape(n_chunks, chunk),
+        train_rows=train_rows,
+        train_items=train_cols,
+        gt_rows=gt_rows,
+        gt_items=gt_cols,
+        n_users_evaluated=int(n_eval),
+        n_items=n_items,
+    )
+
+
+def metrics_from_topk_hits(
+    hits: jax.Array, gt_count: jax.Array, ks: tuple[int, ...], recall_denominator: str = "gt"
+) -> dict[str, jax.Array]:
+    """Per-user Recall@k and NDCG@k from the hit indicators of the ranked top-K list.
+
+    Args:
+      hits: [B, K] 0/1, hits[b, j] = 1 iff the (j+1)-th ranked item of user b is in GT_b.
+      gt_count: [B] |GT_b| (> 0).
+    Returns:
+      dict ``recall@k`` / ``ndcg@k`` -> [B] per-user values.
+    """
+    n_top = hits.shape[-1]
+    discounts = 1.0 / jnp.log2(jnp.arange(2, n_top + 2, dtype=jnp.float32))  # 1/log2(j+1)
+    cum_idcg = jnp.cumsum(discounts)
+    out = {}
+    for k in ks:
+        hit_k = jnp.sum(hits[:, :k], axis=-1)
+        denom = gt_count if recall_denominator == "gt" else jnp.minimum(gt_count, k)
+        out[f"recall@{k}"] = hit_k / denom
+        dcg = jnp.sum(hits[:, :k] * discounts[:k], axis=-1)
+        ideal_len = jnp.minimum(gt_count, k).astype(jnp.int32)
+        idcg = jnp.where(ideal_len > 0, cum_idcg[jnp.maximum(ideal_len - 1, 0)], 1.0)
+        out[f"ndcg@{k}"] = dcg / idcg
+    return out
+
+
+def metrics_from_scores(
+    scores: jax.Array,
+    gt_mask: jax.Array,
+    gt_count: jax.Array,
+    ks: tuple[int, ...],
+    recall_denominator: str = "gt",
+) -> dict[str, jax.Array]:
+    """Per-user metrics from an already masked score matrix [B, I] and a 0/1 GT matrix [B, I]."""
+    _, top = jax.lax.top_k(scores, max(ks))
+    hits = jnp.take_along_axis(gt_mask, top, axis=-1).astype(jnp.float32)
+    return metrics_from_topk_hits(hits, gt_count, ks, recall_denominator)
+
+
+def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator):
+    users, valid, gt_count, tr_rows, tr_items, gt_rows, gt_items = chunk_arrays
+    n_items = item_final.shape[0]
+    scores = user_final[users] @ item_final.T  # [chunk, I]
+    train_mask = jnp.zeros(scores.shape, jnp.bool_).at[tr_rows, tr_items].set(True, mode="drop")
+    scores = jnp.where(train_mask, MASK_SCORE, scores)
+    gt_mask = jnp.zeros((users.shape[0], n_items), jnp.float32)
+    gt_mask = gt_mask.at[gt_rows, gt_items].set(1.0, mode="drop")
+    per_user = metrics_from_scores(scores, gt_mask, gt_count, ks, recall_denominator)
+    return {name: jnp.sum(value * valid) for name, value in per_user.items()}
+
+
+def evaluate_embeddings(
+    user_final: jax.Array,
+    item_final: jax.Array,
+    task: RankingTask,
+    ks: tuple[int, ...] = (5, 10, 20),
+    recall_denominator: str = "gt",
+) -> dict[str, float]:
+    """Mean metrics over the task's users, from final embeddings (scores = F_u F_iᵀ)."""
+    sums = _evaluate_sums(
+        user_final, item_final, _task_arrays(task), tuple(ks), recall_denominator
+    )
+    return {k: float(np.float64(v) / task.n_users_evaluated) for k, v in sums.items()}
+
+
+def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
+    return (
+        task.users, task.user_valid, task.gt_count, task.train_rows, task.train_items,
+        task.gt_rows, task.gt_items,
+    )
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _evaluate_sums(user_final, item_final, arrays, ks, recall_denominator):
+    per_chunk = jax.lax.map(
+        lambda a: _chunk_metrics(user_final, item_final, a, ks, recall_denominator), arrays
+    )
+    return {name: jnp.sum(v) for name, v in per_chunk.items()}

@@ -1,0 +1,64 @@
+"""Orbax checkpoints: ``latest`` (to resume) and ``best`` (best validation state).
+
+Each checkpoint holds the array state (params, optimiser state) and a JSON record of the loop's
+bookkeeping (epoch, early-stopping counters). Orbax writes into a temporary folder and renames it
+when complete, so a checkpoint interrupted mid-write is never restored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from darec_jax.errors import DarecError
+
+
+class CheckpointSlot:
+    """One named slot (e.g. ``latest``) keeping only its newest checkpoint."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory).absolute()
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Save and block until the write is complete (so a kill after this returns is safe)."""
+        try:
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            self._manager.wait_until_finished()
+        except OSError as exc:
+            raise DarecError(
+                f"could not write a checkpoint to {self.directory}: {exc}. The previous "
+                "checkpoint there is kept; free space or choose another --workdir, then --resume."
+            ) from exc
+
+    def restore(self, template: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+        """Restore (state, meta); ``template`` gives the pytree structure, shapes and dtypes."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise DarecError(f"no checkpoint in {self.directory}")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return restored["state"], restored["meta"]
+
+    def close(self) -> None:
+        self._manager.close()

@@ -1,0 +1,215 @@
+"""The pure training step and the one-scan epoch.
+
+State is explicit: ``params`` (a pure dict of arrays, merged into the NNX module inside the jitted
+function), ``opt_state`` (optax) and a PRNG key per epoch. Per-step randomness (the edge-dropout
+uniforms) is an argument of :meth:`StepFunctions.loss`, so tests can inject the reference's draws.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+import optax
+from flax import nnx, struct
+
+from darec_jax.config import Config
+from darec_jax.data.dataset import InteractionData
+from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
+from darec_jax.graph.propagation import edge_keep_mask
+from darec_jax.losses.core import bpr_loss, l2_reg
+from darec_jax.models.lightgcn import LightGCN
+from darec_jax.train.sampling import csr_from_pairs, sample_negatives
+
+Params = dict[str, Any]
+
+
+@struct.dataclass
+class TrainArrays:
+    """Device-resident training data (a pytree, passed to jitted functions as an argument)."""
+
+    graph: jraph.GraphsTuple
+    users: jax.Array  # [nnz] int32, one training interaction each
+    items: jax.Array  # [nnz] int32
+    indptr: jax.Array  # [U+1] CSR of the training matrix
+    indices: jax.Array  # [nnz] items sorted within each user row
+
+
+@struct.dataclass
+class Batch:
+    """One batch of (anchor, positive, negative) triples; ``valid`` masks padding rows."""
+
+    users: jax.Array  # [B] int32
+    pos: jax.Array  # [B] int32
+    neg: jax.Array  # [B] int32
+    valid: jax.Array  # [B] float32
+
+
+def make_train_arrays(data: InteractionData) -> tuple[TrainArrays, int]:
+    """Graph + binarised training interactions + CSR; also the binary-search depth."""
+    graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
+    users, items = unique_pairs(data.train.users, data.train.items, data.n_items)
+    indptr, indices, search_steps = csr_from_pairs(data.n_users, users, items)
+    arrays = TrainArrays(
+        graph=jax.tree.map(jnp.asarray, graph),
+        users=jnp.asarray(users, jnp.int32),
+        items=jnp.asarray(items, jnp.int32),
+        indptr=jnp.asarray(indptr),
+        indices=jnp.asarray(indices),
+    )
+    return arrays, search_steps
+
+
+def init_model(cfg: Config, n_users: int, n_items: int) -> tuple[nnx.GraphDef, Params]:
+    """Build the backbone from the seed and split it into (graphdef, pure params dict)."""
+    model = LightGCN(
+        n_users,
+        n_items,
+        cfg.model.embedding_size,
+        cfg.model.layer_num,
+        rngs=nnx.Rngs(params=cfg.train.seed),
+    )
+    graphdef, state = nnx.split(model, nnx.Param)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+def make_optimizer(cfg: Config) -> optax.GradientTransformation:
+    """Adam as the reference (β = (0.9, 0.999), eps 1e-8, no weight decay)."""
+    return optax.adam(cfg.train.lr, b1=0.9, b2=0.999, eps=1e-8)
+
+
+@dataclass(frozen=True)
+class StepFunctions:
+    """Pure loss / step / epoch / embedding functions bound to a model definition and config."""
+
+    graphdef: nnx.GraphDef
+    cfg: Config
+    optimizer: optax.GradientTransformation
+    n_items: int
+    n_interactions: int
+    search_steps: int
+
+    @property
+    def n_batches(self) -> int:
+        return -(-self.n_interactions // self.cfg.train.batch_size)
+
+    def edge_weights(self, graph: jraph.GraphsTuple, uniforms: jax.Array | None) -> jax.Array:
+        """Training edge weights: Â times the dropout mask (no rescaling), or Â for keep = 1."""
+        if uniforms is None or self.cfg.model.keep_rate >= 1.0:
+            return graph.edges
+        return graph.edges * edge_keep_mask(uniforms, self.cfg.model.keep_rate)
+
+    def final_embeddings(
+        self, params: Params, graph: jraph.GraphsTuple, uniforms: jax.Array | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """(F_u, F_i); with ``uniforms`` [E] the training forward, else the clean forward."""
+        model = nnx.merge(self.graphdef, params)
+        return model(graph, self.edge_weights(graph, uniforms))
+
+    def loss(
+        self, params: Params, arrays: TrainArrays, batch: Batch, uniforms: jax.Array | None
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """total = bpr + reg  (BACKBONES.md §2.2; addition order as the reference, Q13)."""
+        fu, fi = self.final_embeddings(params, arrays.graph, uniforms)
+        bpr = bpr_loss(fu[batch.users], fi[batch.pos], fi[batch.neg], batch.valid)
+        reg = self.cfg.model.reg_weight * l2_reg(params)
+        total = bpr + reg
+        return total, {"loss": total, "bpr": bpr, "reg": reg}
+
+    def step(
+        self,
+        params: Params,
+        opt_state: optax.OptState,
+        arrays: TrainArrays,
+        batch: Batch,
+        uniforms: jax.Array | None,
+    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+        """One Adam step on one batch with injected per-step randomness."""
+        grads, terms = jax.grad(self.loss, has_aux=True)(params, arrays, batch, uniforms)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, terms
+
+    def draw_step_randomness(self, key: jax.Array, n_edges: int) -> jax.Array | None:
+        if self.cfg.model.keep_rate >= 1.0:
+            return None  # the reference draws nothing when keep = 1
+        return jax.random.uniform(key, (n_edges,), jnp.float32)
+
+    def epoch_batches(self, key: jax.Array, arrays: TrainArrays) -> Batch:
+        """Negatives, shuffle and padding for one epoch: a Batch of shape [n_batches, B]."""
+        k_neg, k_perm = jax.random.split(key)
+        negs = sample_negatives(
+            k_neg, arrays.users, self.n_items, arrays.indptr, arrays.indices, self.search_steps
+        )
+        nnz = self.n_interactions
+        size = self.cfg.train.batch_size
+        total = self.n_batches * size
+        perm = jax.random.permutation(k_perm, nnz)
+        idx = jnp.concatenate([perm, jnp.zeros(total - nnz, perm.dtype)])
+        valid = (jnp.arange(total) < nnz).astype(jnp.float32)
+        shape = (self.n_batches, size)
+        return Batch(
+            users=arrays.users[idx].reshape(shape),
+            pos=arrays.items[idx].reshape(shape),
+            neg=negs[idx].reshape(shape),
+            valid=valid.reshape(shape),
+        )
+
+    def epoch(
+        self, params: Params, opt_state: optax.OptState, arrays: TrainArrays, key: jax.Array
+    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+        """A whole epoch as one scan over batches; returns the mean of each loss term."""
+        k_batches, k_steps = jax.random.split(key)
+        batches = self.epoch_batches(k_batches, arrays)
+        step_keys = jax.random.split(k_steps, self.n_batches)
+        n_edges = arrays.graph.senders.shape[0]
+
+        def body(carry, xs):
+            params, opt_state = carry
+            batch, k = xs
+            uniforms = self.draw_step_randomness(k, n_edges)
+            params, opt_state, terms = self.step(params, opt_state, arrays, batch, uniforms)
+            return (params, opt_state), terms
+
+        (params, opt_state), terms = jax.lax.scan(body, (params, opt_state), (batches, step_keys))
+        return params, opt_state, jax.tree.map(jnp.mean, terms)
+
+    # Jitted entry points. The epoch donates params and optimiser state.
+    @functools.cached_property
+    def jit_epoch(self):
+        return jax.jit(self.epoch, donate_argnums=(0, 1))
+
+    @functools.cached_property
+    def jit_step(self):
+        return jax.jit(self.step)
+
+    @functools.cached_property
+    def jit_final_embeddings(self):
+        return jax.jit(self.final_embeddings)
+
+
+def make_step_functions(
+    cfg: Config, data: InteractionData
+) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
+    """Everything the training loop needs: functions, device data, initial params and state."""
+    arrays, search_steps = make_train_arrays(data)
+    graphdef, params = init_model(cfg, data.n_users, data.n_items)
+    optimizer = make_optimizer(cfg)
+    fns = StepFunctions(
+        graphdef=graphdef,
+        cfg=cfg,
+        optimizer=optimizer,
+        n_items=data.n_items,
+        n_interactions=int(arrays.users.shape[0]),
+        search_steps=search_steps,
+    )
+    return fns, arrays, params, optimizer.init(params)
+
+
+def epoch_key(seed: int, epoch: int) -> jax.Array:
+    """The PRNG key of an epoch: a pure function of (seed, epoch), so resumed runs replay it."""
+    return jax.random.fold_in(jax.random.key(np.uint32(seed % 2**32)), epoch)

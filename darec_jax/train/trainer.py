@@ -1,0 +1,277 @@
+"""The training loop: epochs, validation, early stopping, checkpoints, final test, artifacts.
+
+PROTOCOL.md §2–4. A run's work directory holds
+
+    config.json      the resolved config
+    metrics.jsonl    one JSON line per evaluation (and per epoch's mean losses)
+    checkpoints/latest, checkpoints/best   Orbax checkpoints
+    results.json     validation and test metrics of the best state, best epoch, wall time, ...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from darec_jax import config as config_lib
+from darec_jax.config import Config
+from darec_jax.data.dataset import InteractionData
+from darec_jax.data.registry import load_dataset
+from darec_jax.errors import ConfigError
+from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_ranking
+from darec_jax.train.checkpoint import CheckpointSlot
+from darec_jax.train.step import epoch_key, make_step_functions
+
+
+def load_data(cfg: Config) -> InteractionData:
+    """The dataset the config names (LLM embeddings required for alignment methods)."""
+    return load_dataset(
+        cfg.data.name,
+        data_dir=cfg.data.data_dir,
+        cache_dir=cfg.data.cache_dir,
+        require_embeddings=cfg.method != "none",
+        synthetic=cfg.data.synthetic,
+        download=cfg.data.download,
+    )
+
+
+def format_metrics(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
+    names = [f"{m}@{k}" for m in ("recall", "ndcg") for k in ks]
+    return " ".join(f"{n} {metrics[n]:.4f}" for n in names if n in metrics)
+
+
+@dataclass
+class LoopState:
+    """Host-side bookkeeping of the loop, saved beside each checkpoint."""
+
+    next_epoch: int = 0
+    best_value: float = -1e9
+    best_epoch: int = -1
+    patience: int = 0
+    stopped: bool = False
+    train_seconds: float = 0.0
+
+
+def library_versions() -> dict[str, str]:
+    import flax
+    import optax
+    import orbax.checkpoint
+
+    return {
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "orbax-checkpoint": orbax.checkpoint.__version__,
+        "numpy": np.__version__,
+    }
+
+
+def _truncate_log(path: Path, keep_before_epoch: int) -> None:
+    """Drop log lines of epochs not covered by the checkpoint we resume from."""
+    if not path.exists():
+        return
+    kept = [
+        line
+        for line in path.read_text().splitlines()
+        if line.strip() and json.loads(line).get("epoch", -1) < keep_before_epoch
+    ]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _check_same_config(cfg: Config, saved_path: Path) -> None:
+    """A resumed run must use the config it was started with."""
+    if not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text())
+    current = json.loads(config_lib.to_json(cfg))
+
+    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    a, b = flat(saved), flat(current)
+    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    if diff:
+        details = "; ".join(f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in diff)
+        raise ConfigError(
+            f"--resume with a different config than the run in {saved_path.parent}: {details}. "
+            "Resume with the same options, or start a new --workdir."
+        )
+
+
+def train_and_evaluate(
+    cfg: Config,
+    workdir: str | os.PathLike,
+    resume: bool = False,
+    data: InteractionData | None = None,
+    progress: bool = True,
+    log=None,
+    max_epochs_this_process: int | None = None,
+) -> dict[str, Any]:
+    """Train with early stopping, test the best validation state, write the artifacts.
+
+    Args:
+      cfg: the resolved config.
+      workdir: the run's folder (created if needed).
+      resume: continue from ``workdir/checkpoints/latest``; the final results equal an
+        uninterrupted run's.
+      data: an already loaded dataset (else loaded from ``cfg.data``).
+      progress: show a progress bar over epochs.
+      log: a ``print``-like callable for the per-evaluation lines (default: tqdm.write).
+      max_epochs_this_process: train at most this many epochs, save the latest checkpoint and
+        return ``{"status": "paused", ...}`` (for time-limited jobs; continue with ``resume``).
+    Returns:
+      The results dict also written to ``workdir/results.json`` (``status`` = ``finished``).
+    """
+    config_lib.validate(cfg)
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
+    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
+    workdir = Path(workdir)
+    latest_dir = workdir / "checkpoints" / "latest"
+    if not resume and latest_dir.exists() and any(latest_dir.iterdir()):
+        raise ConfigError(
+            f"{workdir} already holds a run's checkpoints; pass --resume to continue it, "
+            "or choose another --workdir (nothing was changed)"
+        )
+    if resume and not (latest_dir.exists() and any(latest_dir.iterdir())):
+        raise ConfigError(f"--resume: no checkpoint to resume from in {latest_dir}")
+    if resume:
+        _check_same_config(cfg, workdir / "config.json")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    wall_start = time.perf_counter()
+    data = data if data is not None else load_data(cfg)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    ks = tuple(cfg.eval.ks)
+    chunk = cfg.eval.user_chunk
+    train_u, train_i = data.train.users, data.train.items
+    val_task = prepare_ranking(
+        data.n_users, data.n_items, train_u, train_i, data.val.users, data.val.items, chunk
+    )
+    test_task = prepare_ranking(
+        data.n_users, data.n_items, train_u, train_i, data.test.users, data.test.items, chunk
+    )
+
+    def evaluate(p, task: RankingTask) -> dict[str, float]:
+        fu, fi = fns.jit_final_embeddings(p, arrays.graph)
+        return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
+
+    (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+    metrics_log = workdir / "metrics.jsonl"
+    latest = CheckpointSlot(latest_dir)
+    best = CheckpointSlot(workdir / "checkpoints" / "best")
+    loop = LoopState()
+    best_params = params
+    if resume:
+        (params, opt_state), meta = latest.restore((params, opt_state))
+        loop = LoopState(**meta["loop"])
+        best_params, _ = best.restore(params) if best.latest_step() is not None else (params, None)
+        _truncate_log(metrics_log, loop.next_epoch)
+        log(f"resumed from epoch {loop.next_epoch - 1} (best epoch {loop.best_epoch})")
+    elif metrics_log.exists():
+        metrics_log.unlink()
+
+    bar = tqdm(
+        total=cfg.train.epochs, initial=loop.next_epoch, desc="epochs", disable=not progress,
+        file=sys.stderr, dynamic_ncols=True,
+    )
+    paused = False
+    with metrics_log.open("a") as log_file:
+        epoch = loop.next_epoch
+        first_epoch = epoch
+        while not loop.stopped and epoch < cfg.train.epochs:
+            t0 = time.perf_counter()
+            params, opt_state, terms = fns.jit_epoch(
+                params, opt_state, arrays, epoch_key(cfg.train.seed, epoch)
+            )
+            terms = {k: float(v) for k, v in terms.items()}
+            loop.train_seconds += time.perf_counter() - t0
+            record: dict[str, Any] = {"epoch": epoch, "train": terms}
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.4f}")
+            if epoch % cfg.train.test_step == 0:
+                t1 = time.perf_counter()
+                val = evaluate(params, val_task)
+                record["val"] = val
+                record["eval_seconds"] = time.perf_counter() - t1
+                value = val[cfg.train.criterion]
+                if value > loop.best_value:  # strict improvement (§1.11)
+                    loop.best_value, loop.best_epoch, loop.patience = value, epoch, 0
+                    best_params = jax.tree.map(lambda x: x.copy(), params)
+                else:
+                    loop.patience += 1
+                loop.stopped = loop.patience >= cfg.train.patience
+                log(
+                    f"[epoch {epoch:4d}] train loss {terms['loss']:.4f} | validation "
+                    f"{format_metrics(val, ks)}"
+                    + (" *" if loop.best_epoch == epoch else "")
+                )
+            loop.next_epoch = epoch + 1
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+            paused = (
+                max_epochs_this_process is not None
+                and epoch + 1 - first_epoch >= max_epochs_this_process
+                and not loop.stopped
+                and epoch + 1 < cfg.train.epochs
+            )
+            if epoch % cfg.train.test_step == 0 or loop.stopped or paused:
+                meta = {"loop": loop.__dict__}
+                if loop.best_epoch == epoch:
+                    best.save(epoch, best_params, meta)
+                latest.save(epoch, (params, opt_state), meta)
+            epoch += 1
+            if paused:
+                break
+    bar.close()
+    if paused:
+        latest.close()
+        best.close()
+        log(f"paused after epoch {loop.next_epoch - 1}; continue with --resume")
+        return {"status": "paused", "next_epoch": loop.next_epoch}
+
+    val = evaluate(best_params, val_task)
+    test = evaluate(best_params, test_task)
+    log(f"[best epoch {loop.best_epoch}] test {format_metrics(test, ks)}")
+    results = {
+        "status": "finished",
+        "dataset": cfg.data.name,
+        "backbone": cfg.model.backbone,
+        "method": cfg.method,
+        "best_epoch": loop.best_epoch,
+        "epochs_run": loop.next_epoch,
+        "stopped_early": loop.stopped,
+        "val": val,
+        "test": test,
+        "recall_denominator": cfg.eval.recall_denominator,
+        "train_seconds": loop.train_seconds,
+        "wall_seconds_this_process": time.perf_counter() - wall_start,
+        "seed": cfg.train.seed,
+        "devices": [str(d) for d in jax.devices()],
+        "versions": library_versions(),
+        "data": {
+            "source": data.source,
+            "n_users": data.n_users,
+            "n_items": data.n_items,
+            "n_train": int(data.train.users.shape[0]),
+            "n_val": int(data.val.users.shape[0]),
+            "n_test": int(data.test.users.shape[0]),
+        },
+    }
+    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    latest.close()
+    best.close()
+    return results

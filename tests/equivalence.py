@@ -1,0 +1,22 @@
+"""Shared helpers of the JAX ↔ PyTorch-reference equivalence tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Relative error bound of the equivalence contract (float32, highest matmul precision).
+RTOL = 1e-5
+
+
+def assert_rel_close(actual, expected, name: str, rtol: float = RTOL) -> None:
+    """max |a − e| ≤ rtol · max |e|: relative error measured against the reference's scale.
+
+    Element-wise relative error is meaningless for entries that are (near) zero, e.g. gradient
+    rows of nodes outside the batch, so the bound is relative to the largest reference magnitude.
+    """
+    a = np.asarray(actual, np.float64)
+    e = np.asarray(expected, np.float64)
+    assert a.shape == e.shape, f"{name}: shape {a.shape} != {e.shape}"
+    scale = max(float(np.max(np.abs(e), initial=0.0)), 1e-30)
+    err = float(np.max(np.abs(a - e), initial=0.0))
+    assert err <= rtol * scale, f"{name}: max abs error {err:.3e} > {rtol:g} x scale {scale:.3e}"

@@ -1,0 +1,65 @@
+"""Ranking metrics on hand-computed cases, and the chunked device evaluation."""
+
+import math
+
+import numpy as np
+import pytest
+
+from darec_jax.eval import evaluate_embeddings, metrics_from_scores, prepare_ranking
+
+
+def _dcg(hit_positions):
+    return sum(1.0 / math.log2(j + 1) for j in hit_positions)  # positions are 1-based
+
+
+def test_metrics_hand_computed():
+    # 2 users x 6 items; ks = (2, 4).
+    scores = np.array(
+        [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # ranking: 0 1 2 3 4 5
+         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]],  # ranking: 5 4 3 2 1 0
+        np.float32,
+    )
+    gt = np.zeros((2, 6), np.float32)
+    gt[0, [1, 3, 5]] = 1  # |GT| = 3 > k=2: hits at ranks 2 and 4
+    gt[1, [4]] = 1  # |GT| = 1 < k: hit at rank 2
+    out = metrics_from_scores(scores, gt, gt.sum(1), ks=(2, 4))
+    np.testing.assert_allclose(out["recall@2"], [1 / 3, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(out["recall@4"], [2 / 3, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(out["ndcg@2"], [_dcg([2]) / _dcg([1, 2]), _dcg([2]) / _dcg([1])],
+                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out["ndcg@4"], [_dcg([2, 4]) / _dcg([1, 2, 3]), _dcg([2]) / _dcg([1])], rtol=1e-6
+    )
+    capped = metrics_from_scores(scores, gt, gt.sum(1), ks=(2,), recall_denominator="min_k_gt")
+    np.testing.assert_allclose(capped["recall@2"], [1 / 2, 1.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 1000])
+def test_evaluate_embeddings_masks_training_items_and_matches_dense(chunk):
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 5, 12, 3
+    fu = rng.normal(size=(n_users, d)).astype(np.float32)
+    fi = rng.normal(size=(n_items, d)).astype(np.float32)
+    scores = fu @ fi.T
+    # Train: each user's 3 best-scoring items, so masking them changes the ranking.
+    top3 = np.argsort(-scores, axis=1)[:, :3]
+    tr_u = np.repeat(np.arange(n_users), 3)
+    tr_i = top3.reshape(-1)
+    # GT: user 0 none (not evaluated), others 2 items each, one of them a masked-out train item
+    # would be impossible (splits are disjoint), so pick from the remaining items.
+    gt_u, gt_i = [], []
+    for u in range(1, n_users):
+        rest = [i for i in np.argsort(-scores[u]) if i not in top3[u]]
+        gt_u += [u, u]
+        gt_i += [rest[0], rest[5]]
+    task = prepare_ranking(n_users, n_items, tr_u, tr_i, np.array(gt_u), np.array(gt_i), chunk)
+    assert task.n_users_evaluated == n_users - 1
+    got = evaluate_embeddings(fu, fi, task, ks=(1, 3, 6))
+    # Dense expectation: after masking, rest[0] is rank 1 and rest[5] is rank 6.
+    expect = {
+        "recall@1": 0.5, "recall@3": 0.5, "recall@6": 1.0,
+        "ndcg@1": 1.0, "ndcg@3": 1.0 / _dcg([1, 2]),
+        "ndcg@6": _dcg([1, 6]) / _dcg([1, 2]),
+    }
+    for name, value in expect.items():
+        assert got[name] == pytest.approx(value, rel=1e-6), name

@@ -1,0 +1,128 @@
+"""Negative sampling, the train step, early stopping, resume and compile-once."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from darec_jax import config as config_lib
+from darec_jax.errors import ConfigError
+from darec_jax.train.sampling import csr_from_pairs, is_positive, sample_negatives
+from darec_jax.train.step import epoch_key, make_step_functions
+from darec_jax.train.trainer import train_and_evaluate
+
+
+def test_is_positive_matches_set_membership():
+    rng = np.random.default_rng(0)
+    users = rng.integers(0, 7, 40)
+    items = rng.integers(0, 9, 40)
+    positives = set(zip(users.tolist(), items.tolist(), strict=True))
+    indptr, indices, steps = csr_from_pairs(7, users, items)
+    qu, qi = np.meshgrid(np.arange(7), np.arange(9), indexing="ij")
+    got = is_positive(jnp.asarray(qu.ravel()), jnp.asarray(qi.ravel()), jnp.asarray(indptr),
+                      jnp.asarray(indices), steps)
+    expect = [(u, i) in positives for u, i in zip(qu.ravel(), qi.ravel(), strict=True)]
+    np.testing.assert_array_equal(np.asarray(got), expect)
+
+
+def test_negatives_avoid_positives_and_are_uniform():
+    # User 0 likes items 0..7 of 10, so its negatives must be uniform over {8, 9}.
+    users = np.array([0] * 8 + [1])
+    items = np.array(list(range(8)) + [3])
+    indptr, indices, steps = csr_from_pairs(2, users, items)
+    anchors = jnp.asarray(np.repeat([0, 1], 20000))
+    negs = np.asarray(sample_negatives(jax.random.key(0), anchors, 10, jnp.asarray(indptr),
+                                       jnp.asarray(indices), steps))
+    u0, u1 = negs[:20000], negs[20000:]
+    assert set(u0.tolist()) == {8, 9}
+    assert abs(np.mean(u0 == 8) - 0.5) < 0.02
+    assert 3 not in set(u1.tolist())
+    counts = np.bincount(u1, minlength=10)[[0, 1, 2, 4, 5, 6, 7, 8, 9]]
+    assert counts.min() > 0.8 * 20000 / 9 and counts.max() < 1.2 * 20000 / 9
+
+
+def _tiny_config(**overrides):
+    base = {"train.epochs": "12", "train.batch_size": "64", "model.layer_num": "2",
+            "train.seed": "7"}
+    base.update(overrides)
+    return config_lib.build_config("synthetic", "lightgcn", "none", base)
+
+
+def test_epoch_scan_trains_and_matches_step_loop(toy_data):
+    """The compiled epoch is the same computation as its steps run one by one."""
+    cfg = _tiny_config()
+    fns, arrays, params, opt_state = make_step_functions(cfg, toy_data)
+    key = epoch_key(cfg.train.seed, 0)
+    k_batches, k_steps = jax.random.split(key)
+    batches = fns.epoch_batches(k_batches, arrays)
+    step_keys = jax.random.split(k_steps, fns.n_batches)
+    p, o = params, opt_state
+    for b in range(fns.n_batches):
+        batch = jax.tree.map(lambda x, b=b: x[b], batches)
+        uniforms = fns.draw_step_randomness(step_keys[b], arrays.graph.senders.shape[0])
+        p, o, _ = fns.jit_step(p, o, arrays, batch, uniforms)
+    # Padded final batch: only real rows are counted.
+    assert float(batches.valid.sum()) == fns.n_interactions
+    p_scan, _, terms = fns.jit_epoch(params, opt_state, arrays, key)
+    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(p_scan), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    assert set(terms) == {"loss", "bpr", "reg"}
+
+
+def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
+    cfg = _tiny_config()
+    lines = []
+    res = train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False,
+                             log=lines.append)
+    assert res["status"] == "finished"
+    for name in ("config.json", "metrics.jsonl", "results.json"):
+        assert (tmp_path / "run" / name).exists()
+    assert (tmp_path / "run" / "checkpoints" / "latest").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / "best").is_dir()
+    log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if "val" in r] == [0, 3, 6, 9]
+    assert log[-1]["train"]["loss"] < log[0]["train"]["loss"]
+    assert 0.0 <= res["test"]["recall@20"] <= 1.0
+    assert res["best_epoch"] in (0, 3, 6, 9)
+    assert any("validation" in line for line in lines)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["test"] == res["test"] and saved["versions"]["jax"] == jax.__version__
+    # The same workdir is not silently overwritten.
+    with pytest.raises(ConfigError, match="--resume"):
+        train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False)
+
+
+def test_resume_gives_identical_results(toy_data, tmp_path):
+    cfg = _tiny_config(**{"train.epochs": "20"})
+    full = train_and_evaluate(cfg, tmp_path / "full", data=toy_data, progress=False,
+                              log=lambda _: None)
+    part = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
+                              log=lambda _: None, max_epochs_this_process=5)
+    assert part == {"status": "paused", "next_epoch": 5}
+    part = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
+                              log=lambda _: None, resume=True, max_epochs_this_process=7)
+    assert part["status"] == "paused"
+    resumed = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
+                                 log=lambda _: None, resume=True)
+    assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
+    assert resumed["best_epoch"] == full["best_epoch"]
+    full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "eval_seconds"}
+                           for x in lines]
+    assert strip(part_log) == strip(full_log)
+    # Resuming with different options is refused.
+    other = _tiny_config(**{"train.epochs": "20", "train.lr": "0.01"})
+    with pytest.raises(ConfigError, match="train.lr"):
+        train_and_evaluate(other, tmp_path / "part", data=toy_data, progress=False, resume=True)
+
+
+def test_jitted_functions_compile_once(toy_data, tmp_path):
+    cfg = _tiny_config(**{"train.epochs": "7"})
+    fns, arrays, params, opt_state = make_step_functions(cfg, toy_data)
+    for epoch in range(3):
+        params, opt_state, _ = fns.jit_epoch(params, opt_state, arrays,
+                                             epoch_key(cfg.train.seed, epoch))
+    assert fns.jit_epoch._cache_size() == 1
