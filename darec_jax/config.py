@@ -53,6 +53,10 @@ class ModelConfig:
     # Edge-dropout keep probability during training (1.0 = no dropout, no random draws).
     keep_rate: float = 0.8
     reg_weight: float = 1e-6
+    # Graph products in blocks of about this many edges with a transposed-graph backward pass
+    # (faster on CPUs, where one segment sum over all edges falls out of cache); 0 = one segment
+    # sum over all edges; -1 = automatic (10000 on CPU, 0 on accelerators).
+    spmm_block_edges: int = -1
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,7 @@ def validate(cfg: Config) -> Config:
         (cfg.model.layer_num >= 0, "model.layer_num must be >= 0"),
         (cfg.model.embedding_size > 0, "model.embedding_size must be > 0"),
         (cfg.model.reg_weight >= 0, "model.reg_weight must be >= 0"),
+        (cfg.model.spmm_block_edges >= -1, "model.spmm_block_edges must be -1, 0 or > 0"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
         (cfg.train.epochs > 0, "train.epochs must be > 0"),

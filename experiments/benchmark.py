@@ -64,7 +64,7 @@ def run_jax(args) -> dict:
         state["e"] += 1
 
     def evaluate():
-        fu, fi = fns.jit_final_embeddings(state["p"], arrays.graph)
+        fu, fi = fns.jit_final_embeddings(state["p"], arrays.graph, None, arrays.plan)
         return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
 
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation

@@ -26,11 +26,12 @@ def _torch_precision():
     torch.set_float32_matmul_precision("highest")
 
 
-def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2):
+def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, block_edges=0):
     cfg = config_lib.build_config(
         "synthetic", "lightgcn", "none",
         {"model.layer_num": layer_num, "model.keep_rate": keep_rate,
-         "model.reg_weight": reg_weight, "train.lr": 1e-2},
+         "model.reg_weight": reg_weight, "train.lr": 1e-2,
+         "model.spmm_block_edges": block_edges},
     )
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
@@ -57,10 +58,16 @@ def _batch(data, size, seed):
             rng.integers(0, data.n_items, size).astype(np.int64))
 
 
-@pytest.mark.parametrize("layer_num,keep_rate", [(3, 0.8), (2, 1.0), (0, 0.8)])
-def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate):
+@pytest.mark.parametrize(
+    "layer_num,keep_rate,block_edges",
+    [(3, 0.8, 0), (3, 0.8, 40), (2, 1.0, 0), (2, 1.0, 40), (0, 0.8, 0)],
+)
+def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, block_edges):
+    """block_edges > 0: the blocked products with the transposed-graph backward pass."""
     data = toy_data
-    cfg, fns, arrays, params, opt_state, model, perm, _ = _setup(data, layer_num, keep_rate)
+    cfg, fns, arrays, params, opt_state, model, perm, _ = _setup(
+        data, layer_num, keep_rate, block_edges=block_edges)
+    assert (arrays.plan is None) == (block_edges == 0)
     anc, pos, neg = _batch(data, 50, seed=layer_num)
     n_edges = perm.shape[0]
     u_ref = torch.rand(n_edges, generator=torch.Generator().manual_seed(layer_num))
@@ -78,7 +85,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate):
     )
 
     # Propagated training embeddings.
-    fu, fi = fns.final_embeddings(params, arrays.graph, uniforms)
+    fu, fi = fns.final_embeddings(params, arrays.graph, uniforms, arrays.plan)
     dropped = model.edge_drop(model.adj, u_ref if keep_rate < 1 else None)
     ru, ri = model(dropped)
     assert_rel_close(fu, ru.detach().numpy(), "train F_u")

@@ -31,7 +31,8 @@ class RankingTask:
     gt_count:     float32 [C, chunk] |GT_u| (1 on padding rows, to keep divisions finite).
     train_rows, train_items: int32 [C, Ptr] (row-in-chunk, item) of training items to mask;
                   padding entries point at item n_items (dropped by the scatter).
-    gt_rows, gt_items: int32 [C, Pgt] (row-in-chunk, item) of ground-truth items, padded likewise.
+    gt_keys:      int32 [C, Pgt] sorted keys row-in-chunk * n_items + item of the ground-truth
+                  pairs; padding keys are chunk * n_items (larger than every real key).
     n_users_evaluated: number of real users.
     """
 
@@ -40,8 +41,7 @@ class RankingTask:
     gt_count: np.ndarray
     train_rows: np.ndarray
     train_items: np.ndarray
-    gt_rows: np.ndarray
-    gt_items: np.ndarray
+    gt_keys: np.ndarray
     n_users_evaluated: int
     n_items: int
 
@@ -78,7 +78,7 @@ def prepare_ranking(
     gt_count_all = np.bincount(split_users, minlength=n_users)
     evaluated = np.flatnonzero(gt_count_all > 0)
     n_eval = evaluated.shape[0]
-    chunk = max(1, min(chunk, n_eval))
+    chunk = max(1, min(chunk, n_eval, (2**31 - 1) // (n_items + 1)))  # int32 pair keys
     n_chunks = max(1, -(-n_eval // chunk))
     padded = np.zeros(n_chunks * chunk, np.int64)
     padded[:n_eval] = evaluated
@@ -96,6 +96,10 @@ def prepare_ranking(
 
     train_rows, train_cols = pairs(train_users, train_items)
     gt_rows, gt_cols = pairs(split_users, split_items)
+    gt_keys = np.where(
+        gt_cols < n_items, gt_rows.astype(np.int64) * n_items + gt_cols, chunk * n_items
+    )
+    gt_keys = np.sort(gt_keys, axis=1).astype(np.int32)
     gt_count = np.ones(n_chunks * chunk, np.float32)
     gt_count[:n_eval] = gt_count_all[evaluated]
     return RankingTask(
@@ -104,8 +108,7 @@ def prepare_ranking(
         gt_count=gt_count.reshape(n_chunks, chunk),
         train_rows=train_rows,
         train_items=train_cols,
-        gt_rows=gt_rows,
-        gt_items=gt_cols,
+        gt_keys=gt_keys,
         n_users_evaluated=int(n_eval),
         n_items=n_items,
     )
@@ -151,14 +154,18 @@ def metrics_from_scores(
 
 
 def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator):
-    users, valid, gt_count, tr_rows, tr_items, gt_rows, gt_items = chunk_arrays
+    users, valid, gt_count, tr_rows, tr_items, gt_keys = chunk_arrays
     n_items = item_final.shape[0]
     scores = user_final[users] @ item_final.T  # [chunk, I]
-    train_mask = jnp.zeros(scores.shape, jnp.bool_).at[tr_rows, tr_items].set(True, mode="drop")
-    scores = jnp.where(train_mask, MASK_SCORE, scores)
-    gt_mask = jnp.zeros((users.shape[0], n_items), jnp.float32)
-    gt_mask = gt_mask.at[gt_rows, gt_items].set(1.0, mode="drop")
-    per_user = metrics_from_scores(scores, gt_mask, gt_count, ks, recall_denominator)
+    # Training items -> MASK_SCORE, written in place (padding pairs point past the last item).
+    scores = scores.at[tr_rows, tr_items].set(MASK_SCORE, mode="drop")
+    _, top = jax.lax.top_k(scores, max(ks))  # [chunk, K]
+    # hits[b, j] = 1 iff (b, top[b, j]) is a ground-truth pair: binary search of the pair keys
+    # row * I + item among the chunk's sorted ground-truth keys.
+    query = jnp.arange(users.shape[0], dtype=jnp.int32)[:, None] * n_items + top
+    pos = jnp.clip(jnp.searchsorted(gt_keys, query), 0, gt_keys.shape[0] - 1)
+    hits = (gt_keys[pos] == query).astype(jnp.float32)
+    per_user = metrics_from_topk_hits(hits, gt_count, ks, recall_denominator)
     return {name: jnp.sum(value * valid) for name, value in per_user.items()}
 
 
@@ -179,7 +186,7 @@ def evaluate_embeddings(
 def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
     return (
         task.users, task.user_valid, task.gt_count, task.train_rows, task.train_items,
-        task.gt_rows, task.gt_items,
+        task.gt_keys,
     )
 
 

@@ -5,12 +5,103 @@ All functions are pure and jit-friendly; the graph's arrays are ordinary jit arg
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import jraph
+import numpy as np
+from flax import struct
 
 
-def spmm(graph: jraph.GraphsTuple, x: jax.Array, weights: jax.Array | None = None) -> jax.Array:
+@struct.dataclass
+class BlockPlan:
+    """How to run :func:`spmm` in blocks of receivers, with a transposed-graph backward pass.
+
+    On CPUs a single segment sum over all E edges materialises [E, d] messages that fall out of
+    cache; splitting the (receiver-sorted) edges into blocks of whole receivers keeps each block's
+    messages in cache and runs 1.5–2x faster. The backward pass of ``W X`` is ``Wᵀ G``; on a graph
+    whose edge set is symmetric (every edge has its reverse) that is the same blocked product with
+    weights ``w[mirror]``, so no scatter over senders is needed.
+
+    mirror:      int32 [E], mirror[e] = index of the reversed edge (receiver_e -> sender_e).
+    edge_bounds: static (P+1) block boundaries in the edge list.
+    node_bounds: static (P+1) receiver-range boundaries matching ``edge_bounds``.
+    """
+
+    mirror: jax.Array
+    edge_bounds: tuple[int, ...] = struct.field(pytree_node=False)
+    node_bounds: tuple[int, ...] = struct.field(pytree_node=False)
+
+
+def make_block_plan(graph: jraph.GraphsTuple, block_edges: int) -> BlockPlan:
+    """Blocks of about ``block_edges`` edges, cut between receivers; requires symmetric edges."""
+    senders = np.asarray(graph.senders, np.int64)
+    receivers = np.asarray(graph.receivers, np.int64)
+    n_nodes = int(graph.n_node[0])
+    keys = receivers * n_nodes + senders  # sorted: edges are ordered by (receiver, sender)
+    reverse = senders * n_nodes + receivers
+    mirror = np.searchsorted(keys, reverse)
+    if mirror.size and (mirror.max() >= keys.size or np.any(keys[mirror] != reverse)):
+        raise ValueError("make_block_plan needs a graph whose every edge has its reverse")
+    n_edges = receivers.shape[0]
+    n_blocks = max(1, -(-n_edges // max(1, block_edges)))
+    # Node cut points with about equal edge counts; each cut falls between two receivers.
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(receivers, minlength=n_nodes))])
+    targets = np.linspace(0, n_edges, n_blocks + 1)[1:-1]
+    cuts = np.unique(np.searchsorted(indptr, targets))
+    node_bounds = [0, *[int(c) for c in cuts if 0 < c < n_nodes], n_nodes]
+    edge_bounds = [int(indptr[n]) for n in node_bounds]
+    return BlockPlan(
+        mirror=jnp.asarray(mirror, jnp.int32),
+        edge_bounds=tuple(edge_bounds),
+        node_bounds=tuple(node_bounds),
+    )
+
+
+def _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x):
+    """out = W x, one segment sum per block of receivers, concatenated."""
+    outs = []
+    for e0, e1, n0, n1 in zip(
+        edge_bounds[:-1], edge_bounds[1:], node_bounds[:-1], node_bounds[1:], strict=True
+    ):
+        messages = w[e0:e1, None] * x[senders[e0:e1]]
+        outs.append(
+            jax.ops.segment_sum(
+                messages, receivers[e0:e1] - n0, num_segments=n1 - n0, indices_are_sorted=True
+            )
+        )
+    return jnp.concatenate(outs, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _blocked_spmm(edge_bounds, node_bounds, senders, receivers, mirror, w, x):
+    return _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x)
+
+
+def _blocked_spmm_fwd(edge_bounds, node_bounds, senders, receivers, mirror, w, x):
+    out = _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x)
+    return out, (senders, receivers, mirror, w, x)
+
+
+def _blocked_spmm_bwd(edge_bounds, node_bounds, residuals, ct):
+    senders, receivers, mirror, w, x = residuals
+    # d/dx: Wᵀ ct = the same product with each edge taking its reverse edge's weight.
+    dx = _blocked_product(edge_bounds, node_bounds, senders, receivers, w[mirror], ct)
+    # d/dw_e = <ct[receiver_e], x[sender_e]> (dropped by XLA when the weights are constants).
+    dw = jnp.sum(ct[receivers] * x[senders], axis=-1)
+    return None, None, None, dw, dx
+
+
+_blocked_spmm.defvjp(_blocked_spmm_fwd, _blocked_spmm_bwd)
+
+
+def spmm(
+    graph: jraph.GraphsTuple,
+    x: jax.Array,
+    weights: jax.Array | None = None,
+    plan: BlockPlan | None = None,
+) -> jax.Array:
     """Sparse product (W X) over the graph's edges.
 
     out_n = Σ_{e: receiver_e = n} w_e · x[sender_e]
@@ -19,11 +110,17 @@ def spmm(graph: jraph.GraphsTuple, x: jax.Array, weights: jax.Array | None = Non
       graph: edges sorted by receiver (see ``build_interaction_graph``).
       x: [N, d] node features.
       weights: [E] edge weights; defaults to ``graph.edges`` (Â).
+      plan: run in receiver blocks with the transposed-graph backward (see :class:`BlockPlan`);
+        None = one segment sum over all edges (autodiff backward).
 
     Returns:
       [N, d].
     """
     w = graph.edges if weights is None else weights
+    if plan is not None:
+        return _blocked_spmm(
+            plan.edge_bounds, plan.node_bounds, graph.senders, graph.receivers, plan.mirror, w, x
+        )
     messages = w[:, None] * x[graph.senders]
     return jax.ops.segment_sum(
         messages, graph.receivers, num_segments=x.shape[0], indices_are_sorted=True
@@ -44,7 +141,11 @@ def edge_keep_mask(uniforms: jax.Array, keep_rate: float) -> jax.Array:
 
 
 def lightgcn_propagate(
-    graph: jraph.GraphsTuple, ego: jax.Array, num_layers: int, weights: jax.Array | None = None
+    graph: jraph.GraphsTuple,
+    ego: jax.Array,
+    num_layers: int,
+    weights: jax.Array | None = None,
+    plan: BlockPlan | None = None,
 ) -> jax.Array:
     """LightGCN: F = Σ_{l=0}^{L} E^{(l)},  E^{(l)} = Ã E^{(l-1)},  E^{(0)} = ego.
 
@@ -54,6 +155,6 @@ def lightgcn_propagate(
     layer = ego
     total = jnp.zeros_like(ego) + ego
     for _ in range(num_layers):
-        layer = spmm(graph, layer, weights)
+        layer = spmm(graph, layer, weights, plan)
         total = total + layer
     return total

@@ -10,7 +10,7 @@ import jax
 import jraph
 from flax import nnx
 
-from darec_jax.graph.propagation import lightgcn_propagate
+from darec_jax.graph.propagation import BlockPlan, lightgcn_propagate
 
 # Xavier-uniform for a [rows, cols] table: U(-b, b), b = sqrt(6 / (rows + cols)) (§1.6).
 xavier_uniform = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
@@ -34,12 +34,16 @@ class LightGCN(nnx.Module):
         return jax.numpy.concatenate([self.user_emb[...], self.item_emb[...]], axis=0)
 
     def __call__(
-        self, graph: jraph.GraphsTuple, weights: jax.Array | None = None
+        self,
+        graph: jraph.GraphsTuple,
+        weights: jax.Array | None = None,
+        plan: BlockPlan | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """Final embeddings (F_u [U, d], F_i [I, d]).
 
         ``weights`` [E]: edge weights for this forward (Â masked by dropout in training);
-        None = the clean graph Â (evaluation).
+        None = the clean graph Â (evaluation). ``plan``: blocked graph products (an execution
+        choice; the result is the same).
         """
-        final = lightgcn_propagate(graph, self.ego(), self.num_layers, weights)
+        final = lightgcn_propagate(graph, self.ego(), self.num_layers, weights, plan)
         return final[: self.n_users], final[self.n_users :]

@@ -21,7 +21,7 @@ from flax import nnx, struct
 from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
-from darec_jax.graph.propagation import edge_keep_mask
+from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, make_block_plan
 from darec_jax.losses.core import bpr_loss, l2_reg
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
@@ -38,6 +38,7 @@ class TrainArrays:
     items: jax.Array  # [nnz] int32
     indptr: jax.Array  # [U+1] CSR of the training matrix
     indices: jax.Array  # [nnz] items sorted within each user row
+    plan: BlockPlan | None = None  # blocked graph products (see graph.propagation)
 
 
 @struct.dataclass
@@ -50,9 +51,17 @@ class Batch:
     valid: jax.Array  # [B] float32
 
 
-def make_train_arrays(data: InteractionData) -> tuple[TrainArrays, int]:
+def resolve_block_edges(cfg: Config) -> int:
+    """``model.spmm_block_edges`` with -1 resolved for the default backend."""
+    if cfg.model.spmm_block_edges >= 0:
+        return cfg.model.spmm_block_edges
+    return 10_000 if jax.default_backend() == "cpu" else 0
+
+
+def make_train_arrays(data: InteractionData, block_edges: int = 0) -> tuple[TrainArrays, int]:
     """Graph + binarised training interactions + CSR; also the binary-search depth."""
     graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
+    plan = make_block_plan(graph, block_edges) if block_edges > 0 else None
     users, items = unique_pairs(data.train.users, data.train.items, data.n_items)
     indptr, indices, search_steps = csr_from_pairs(data.n_users, users, items)
     arrays = TrainArrays(
@@ -61,6 +70,7 @@ def make_train_arrays(data: InteractionData) -> tuple[TrainArrays, int]:
         items=jnp.asarray(items, jnp.int32),
         indptr=jnp.asarray(indptr),
         indices=jnp.asarray(indices),
+        plan=plan,
     )
     return arrays, search_steps
 
@@ -105,17 +115,21 @@ class StepFunctions:
         return graph.edges * edge_keep_mask(uniforms, self.cfg.model.keep_rate)
 
     def final_embeddings(
-        self, params: Params, graph: jraph.GraphsTuple, uniforms: jax.Array | None = None
+        self,
+        params: Params,
+        graph: jraph.GraphsTuple,
+        uniforms: jax.Array | None = None,
+        plan: BlockPlan | None = None,
     ) -> tuple[jax.Array, jax.Array]:
         """(F_u, F_i); with ``uniforms`` [E] the training forward, else the clean forward."""
         model = nnx.merge(self.graphdef, params)
-        return model(graph, self.edge_weights(graph, uniforms))
+        return model(graph, self.edge_weights(graph, uniforms), plan)
 
     def loss(
         self, params: Params, arrays: TrainArrays, batch: Batch, uniforms: jax.Array | None
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """total = bpr + reg  (BACKBONES.md §2.2; addition order as the reference, Q13)."""
-        fu, fi = self.final_embeddings(params, arrays.graph, uniforms)
+        fu, fi = self.final_embeddings(params, arrays.graph, uniforms, arrays.plan)
         bpr = bpr_loss(fu[batch.users], fi[batch.pos], fi[batch.neg], batch.valid)
         reg = self.cfg.model.reg_weight * l2_reg(params)
         total = bpr + reg
@@ -196,7 +210,7 @@ def make_step_functions(
     cfg: Config, data: InteractionData
 ) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
     """Everything the training loop needs: functions, device data, initial params and state."""
-    arrays, search_steps = make_train_arrays(data)
+    arrays, search_steps = make_train_arrays(data, resolve_block_edges(cfg))
     graphdef, params = init_model(cfg, data.n_users, data.n_items)
     optimizer = make_optimizer(cfg)
     fns = StepFunctions(

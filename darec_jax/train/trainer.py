@@ -166,7 +166,7 @@ def train_and_evaluate(
     )
 
     def evaluate(p, task: RankingTask) -> dict[str, float]:
-        fu, fi = fns.jit_final_embeddings(p, arrays.graph)
+        fu, fi = fns.jit_final_embeddings(p, arrays.graph, None, arrays.plan)
         return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
 
     (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
