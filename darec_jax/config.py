@@ -53,10 +53,12 @@ class ModelConfig:
     # Edge-dropout keep probability during training (1.0 = no dropout, no random draws).
     keep_rate: float = 0.8
     reg_weight: float = 1e-6
-    # Graph products in blocks of about this many edges with a transposed-graph backward pass
-    # (faster on CPUs, where one segment sum over all edges falls out of cache); 0 = one segment
-    # sum over all edges; -1 = automatic (10000 on CPU, 0 on accelerators).
-    spmm_block_edges: int = -1
+    # How graph products run (the same numbers either way): "segment_sum" (one XLA segment sum
+    # over all edges), "blocked" (receiver blocks of spmm_block_edges edges, transposed-graph
+    # backward), "native" (C++ CSR kernel through XLA's FFI; CPU only), or "auto" (native on
+    # CPU when it builds, else blocked; segment_sum on accelerators).
+    spmm_impl: str = "auto"
+    spmm_block_edges: int = 10_000
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ def validate(cfg: Config) -> Config:
             f"method {cfg.method!r} is not implemented yet in this version; "
             f"implemented: {', '.join(IMPLEMENTED_METHODS)}"
         )
+    _check_choice(
+        "model.spmm_impl", cfg.model.spmm_impl, ("auto", "segment_sum", "blocked", "native")
+    )
     _check_choice("eval.recall_denominator", cfg.eval.recall_denominator, ("gt", "min_k_gt"))
     _check_choice("train.matmul_precision", cfg.train.matmul_precision, ("highest", "default"))
     criteria = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.eval.ks)
@@ -137,7 +142,7 @@ def validate(cfg: Config) -> Config:
         (cfg.model.layer_num >= 0, "model.layer_num must be >= 0"),
         (cfg.model.embedding_size > 0, "model.embedding_size must be > 0"),
         (cfg.model.reg_weight >= 0, "model.reg_weight must be >= 0"),
-        (cfg.model.spmm_block_edges >= -1, "model.spmm_block_edges must be -1, 0 or > 0"),
+        (cfg.model.spmm_block_edges > 0, "model.spmm_block_edges must be > 0"),
         (cfg.train.lr > 0, "train.lr must be > 0"),
         (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
         (cfg.train.epochs > 0, "train.epochs must be > 0"),

@@ -26,12 +26,12 @@ def _torch_precision():
     torch.set_float32_matmul_precision("highest")
 
 
-def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, block_edges=0):
+def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment_sum"):
     cfg = config_lib.build_config(
         "synthetic", "lightgcn", "none",
         {"model.layer_num": layer_num, "model.keep_rate": keep_rate,
          "model.reg_weight": reg_weight, "train.lr": 1e-2,
-         "model.spmm_block_edges": block_edges},
+         "model.spmm_impl": spmm_impl, "model.spmm_block_edges": 40},
     )
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
@@ -58,16 +58,14 @@ def _batch(data, size, seed):
             rng.integers(0, data.n_items, size).astype(np.int64))
 
 
-@pytest.mark.parametrize(
-    "layer_num,keep_rate,block_edges",
-    [(3, 0.8, 0), (3, 0.8, 40), (2, 1.0, 0), (2, 1.0, 40), (0, 0.8, 0)],
-)
-def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, block_edges):
-    """block_edges > 0: the blocked products with the transposed-graph backward pass."""
+@pytest.mark.parametrize("spmm_impl", ["segment_sum", "blocked", "native"])
+@pytest.mark.parametrize("layer_num,keep_rate", [(3, 0.8), (2, 1.0), (0, 0.8)])
+def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, spmm_impl):
+    """Every execution of the graph products (see model.spmm_impl) gives the reference's numbers."""
     data = toy_data
     cfg, fns, arrays, params, opt_state, model, perm, _ = _setup(
-        data, layer_num, keep_rate, block_edges=block_edges)
-    assert (arrays.plan is None) == (block_edges == 0)
+        data, layer_num, keep_rate, spmm_impl=spmm_impl)
+    assert (arrays.plan is None) == (spmm_impl == "segment_sum")
     anc, pos, neg = _batch(data, 50, seed=layer_num)
     n_edges = perm.shape[0]
     u_ref = torch.rand(n_edges, generator=torch.Generator().manual_seed(layer_num))
@@ -151,14 +149,17 @@ def test_full_evaluation_matches_reference(toy_data):
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "yelp").exists(), reason="needs ../shared/data/yelp")
-def test_real_yelp_graph_and_forward_equal_reference():
+@pytest.mark.parametrize("spmm_impl", ["segment_sum", "native"])
+def test_real_yelp_graph_and_forward_equal_reference(spmm_impl):
+    """The real graph (the native kernel's multi-threaded path runs at this size)."""
     from darec_jax.data import load_rlmrec_folder
 
     data = load_rlmrec_folder(SHARED_DATA / "yelp", name="yelp")
-    _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3)
+    _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3,
+                                                           spmm_impl=spmm_impl)
     assert perm.shape[0] == 2 * 166620
     assert_rel_close(np.asarray(arrays.graph.edges)[perm], values, "yelp weights", rtol=1e-7)
-    fu, fi = fns.final_embeddings(params, arrays.graph)
+    fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
     with torch.no_grad():
         ru, ri = model.eval_embeddings()
     assert_rel_close(fu, ru.numpy(), "yelp F_u")

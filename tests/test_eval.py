@@ -63,3 +63,22 @@ def test_evaluate_embeddings_masks_training_items_and_matches_dense(chunk):
     }
     for name, value in expect.items():
         assert got[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_native_top_k_matches_xla_top_k():
+    import jax
+    import jax.numpy as jnp
+
+    from darec_jax.eval.ranking import top_k_indices
+    from darec_jax.kernels import native_spmm_available
+
+    assert native_spmm_available()
+    x = jax.random.normal(jax.random.key(0), (300, 5000))  # large enough for several threads
+    np.testing.assert_array_equal(top_k_indices(x, 20, native=True), jax.lax.top_k(x, 20)[1])
+    ties = jnp.round(x[:, :50] * 2) / 2
+    ties = ties.at[0, 3].set(jnp.nan)
+    got = top_k_indices(ties, 7, native=True)
+    vals = np.take_along_axis(np.asarray(ties), np.asarray(got), axis=1)
+    np.testing.assert_array_equal(vals, jax.lax.top_k(jnp.nan_to_num(ties, nan=-jnp.inf), 7)[0])
+    assert len({tuple(r) for r in np.sort(np.asarray(got), axis=1)}) > 1  # distinct per row
+    assert all(len(set(r)) == 7 for r in np.asarray(got).tolist())

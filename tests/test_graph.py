@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from darec_jax.graph import (
     build_interaction_graph,
@@ -83,10 +84,14 @@ def test_spmm_gradient_is_transpose_product(toy_data):
     np.testing.assert_allclose(vjp(ct)[0], dense.T @ np.asarray(ct), rtol=1e-5, atol=1e-6)
 
 
-def test_blocked_spmm_value_and_gradients_match_plain(toy_data):
+@pytest.mark.parametrize("native", [False, True])
+def test_planned_spmm_value_and_gradients_match_plain(toy_data, native):
+    from darec_jax.kernels import native_spmm_available
+
+    assert native_spmm_available()  # the test machines have a C++ compiler
     d = toy_data
     g = build_interaction_graph(d.n_users, d.n_items, d.train.users, d.train.items)
-    plan = make_block_plan(g, block_edges=25)
+    plan = make_block_plan(g, block_edges=25, native=native)
     assert len(plan.edge_bounds) > 5 and plan.edge_bounds[-1] == int(g.n_edge[0])
     n = int(g.n_node[0])
     w = g.edges * edge_keep_mask(jax.random.uniform(jax.random.key(0), g.edges.shape), 0.8)

@@ -380,3 +380,34 @@ def test_fit_runs_and_restores_best_state() -> None:
     assert result["best_epoch"] in (0, 3, 6)
     assert set(result["test"]) == {f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20)}
     assert evaluate(model, n_items, *train, *valid) == result["valid"]
+
+
+def test_rlmrec_pipeline_epoch_runs_every_interaction_once():
+    """RLMRec's DataLoader path: ceil(nnz / B) steps, and it trains like the vectorised path."""
+    import numpy as np
+
+    from darec_jax.reference import LightGCNRef, make_optimizer, normalized_adjacency
+    from darec_jax.reference.train import train_epoch
+
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(30), 4)
+    items = np.concatenate([rng.choice(20, 4, replace=False) for _ in range(30)])
+    torch.manual_seed(0)
+    adj = normalized_adjacency(30, 20, users, items)
+    model = LightGCNRef(30, 20, adj, 8, 2, 1e-4, 0.8)
+    optim = make_optimizer(model, lr=1e-2)
+    calls = []
+    original = model.cal_loss
+
+    def counting(anc, pos, neg, uniforms=None):
+        calls.append(anc.shape[0])
+        return original(anc, pos, neg, uniforms)
+
+    model.cal_loss = counting
+    state = np.random.RandomState(0)
+    losses = [train_epoch(model, optim, users, items, 20, state, batch_size=32,
+                          pipeline="rlmrec") for _ in range(15)]
+    assert calls[:4] == [32, 32, 32, 24]
+    assert losses[-1] < losses[0]
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        train_epoch(model, optim, users, items, 20, state, pipeline="fast")

@@ -153,13 +153,33 @@ def metrics_from_scores(
     return metrics_from_topk_hits(hits, gt_count, ks, recall_denominator)
 
 
-def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator):
+def top_k_indices(scores: jax.Array, k: int, native: bool = False) -> jax.Array:
+    """int32 [B, k] indices of each row's k largest scores, best first (tie order unspecified).
+
+    ``native``: the C++ row top-k kernel (CPU backend only; see ``darec_jax.kernels``).
+    """
+    if native:
+        from darec_jax.kernels import row_topk
+
+        return row_topk(scores, k)
+    return jax.lax.top_k(scores, k)[1]
+
+
+def _use_native_topk() -> bool:
+    if jax.default_backend() != "cpu":
+        return False
+    from darec_jax.kernels import native_spmm_available
+
+    return native_spmm_available()
+
+
+def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator, native):
     users, valid, gt_count, tr_rows, tr_items, gt_keys = chunk_arrays
     n_items = item_final.shape[0]
     scores = user_final[users] @ item_final.T  # [chunk, I]
     # Training items -> MASK_SCORE, written in place (padding pairs point past the last item).
     scores = scores.at[tr_rows, tr_items].set(MASK_SCORE, mode="drop")
-    _, top = jax.lax.top_k(scores, max(ks))  # [chunk, K]
+    top = top_k_indices(scores, max(ks), native)  # [chunk, K]
     # hits[b, j] = 1 iff (b, top[b, j]) is a ground-truth pair: binary search of the pair keys
     # row * I + item among the chunk's sorted ground-truth keys.
     query = jnp.arange(users.shape[0], dtype=jnp.int32)[:, None] * n_items + top
@@ -178,7 +198,8 @@ def evaluate_embeddings(
 ) -> dict[str, float]:
     """Mean metrics over the task's users, from final embeddings (scores = F_u F_iᵀ)."""
     sums = _evaluate_sums(
-        user_final, item_final, _task_arrays(task), tuple(ks), recall_denominator
+        user_final, item_final, _task_arrays(task), tuple(ks), recall_denominator,
+        _use_native_topk(),
     )
     return {k: float(np.float64(v) / task.n_users_evaluated) for k, v in sums.items()}
 
@@ -190,9 +211,9 @@ def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
     )
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4))
-def _evaluate_sums(user_final, item_final, arrays, ks, recall_denominator):
+@functools.partial(jax.jit, static_argnums=(3, 4, 5))
+def _evaluate_sums(user_final, item_final, arrays, ks, recall_denominator, native):
     per_chunk = jax.lax.map(
-        lambda a: _chunk_metrics(user_final, item_final, a, ks, recall_denominator), arrays
+        lambda a: _chunk_metrics(user_final, item_final, a, ks, recall_denominator, native), arrays
     )
     return {name: jnp.sum(v) for name, v in per_chunk.items()}

@@ -16,26 +16,39 @@ from flax import struct
 
 @struct.dataclass
 class BlockPlan:
-    """How to run :func:`spmm` in blocks of receivers, with a transposed-graph backward pass.
+    """How to run :func:`spmm` faster on CPUs, with a transposed-graph backward pass.
 
-    On CPUs a single segment sum over all E edges materialises [E, d] messages that fall out of
-    cache; splitting the (receiver-sorted) edges into blocks of whole receivers keeps each block's
-    messages in cache and runs 1.5–2x faster. The backward pass of ``W X`` is ``Wᵀ G``; on a graph
-    whose edge set is symmetric (every edge has its reverse) that is the same blocked product with
-    weights ``w[mirror]``, so no scatter over senders is needed.
+    XLA's CPU backend runs a whole-graph segment sum by materialising [E, d] messages that fall
+    out of cache. Two faster executions of the same product:
+
+    * ``native``: a C++ CSR kernel called through XLA's FFI (``darec_jax.kernels``), no message
+      buffer at all;
+    * otherwise, blocks of whole receivers (``edge_bounds`` / ``node_bounds``), one segment sum
+      per block, so each block's messages stay in cache.
+
+    Either way the backward pass of ``W X`` is ``Wᵀ G``; the edge set is symmetric (every edge has
+    its reverse), so that is the same product with weights ``w[mirror]``: no scatter over senders.
 
     mirror:      int32 [E], mirror[e] = index of the reversed edge (receiver_e -> sender_e).
+    indptr:      int32 [N+1] CSR row pointers of the receiver-sorted edges.
     edge_bounds: static (P+1) block boundaries in the edge list.
     node_bounds: static (P+1) receiver-range boundaries matching ``edge_bounds``.
+    native:      static; use the native kernel.
     """
 
     mirror: jax.Array
+    indptr: jax.Array
     edge_bounds: tuple[int, ...] = struct.field(pytree_node=False)
     node_bounds: tuple[int, ...] = struct.field(pytree_node=False)
+    native: bool = struct.field(pytree_node=False, default=False)
 
 
-def make_block_plan(graph: jraph.GraphsTuple, block_edges: int) -> BlockPlan:
-    """Blocks of about ``block_edges`` edges, cut between receivers; requires symmetric edges."""
+def make_block_plan(graph: jraph.GraphsTuple, block_edges: int, native: bool = False) -> BlockPlan:
+    """Blocks of about ``block_edges`` edges, cut between receivers; requires symmetric edges.
+
+    ``native=True`` selects the C++ kernel, which must have been loaded
+    (``darec_jax.kernels.native_spmm_available()``).
+    """
     senders = np.asarray(graph.senders, np.int64)
     receivers = np.asarray(graph.receivers, np.int64)
     n_nodes = int(graph.n_node[0])
@@ -54,17 +67,26 @@ def make_block_plan(graph: jraph.GraphsTuple, block_edges: int) -> BlockPlan:
     edge_bounds = [int(indptr[n]) for n in node_bounds]
     return BlockPlan(
         mirror=jnp.asarray(mirror, jnp.int32),
+        indptr=jnp.asarray(indptr, jnp.int32),
         edge_bounds=tuple(edge_bounds),
         node_bounds=tuple(node_bounds),
+        native=native,
     )
 
 
-def _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x):
-    """out = W x, one segment sum per block of receivers, concatenated."""
+def _planned_product(static, indptr, senders, receivers, w, x):
+    """out = W x with the plan's execution (native kernel or receiver blocks).
+
+    ``static`` = (edge_bounds, node_bounds, native) of a :class:`BlockPlan`.
+    """
+    edge_bounds, node_bounds, native = static
+    if native:
+        from darec_jax.kernels import csr_spmm
+
+        return csr_spmm(indptr, senders, w, x)
     outs = []
-    for e0, e1, n0, n1 in zip(
-        edge_bounds[:-1], edge_bounds[1:], node_bounds[:-1], node_bounds[1:], strict=True
-    ):
+    bounds = zip(edge_bounds[:-1], edge_bounds[1:], node_bounds[:-1], node_bounds[1:], strict=True)
+    for e0, e1, n0, n1 in bounds:
         messages = w[e0:e1, None] * x[senders[e0:e1]]
         outs.append(
             jax.ops.segment_sum(
@@ -74,26 +96,26 @@ def _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x):
     return jnp.concatenate(outs, axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _blocked_spmm(edge_bounds, node_bounds, senders, receivers, mirror, w, x):
-    return _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _planned_spmm(static, mirror, indptr, senders, receivers, w, x):
+    return _planned_product(static, indptr, senders, receivers, w, x)
 
 
-def _blocked_spmm_fwd(edge_bounds, node_bounds, senders, receivers, mirror, w, x):
-    out = _blocked_product(edge_bounds, node_bounds, senders, receivers, w, x)
-    return out, (senders, receivers, mirror, w, x)
+def _planned_spmm_fwd(static, mirror, indptr, senders, receivers, w, x):
+    out = _planned_product(static, indptr, senders, receivers, w, x)
+    return out, (mirror, indptr, senders, receivers, w, x)
 
 
-def _blocked_spmm_bwd(edge_bounds, node_bounds, residuals, ct):
-    senders, receivers, mirror, w, x = residuals
+def _planned_spmm_bwd(static, residuals, ct):
+    mirror, indptr, senders, receivers, w, x = residuals
     # d/dx: Wᵀ ct = the same product with each edge taking its reverse edge's weight.
-    dx = _blocked_product(edge_bounds, node_bounds, senders, receivers, w[mirror], ct)
+    dx = _planned_product(static, indptr, senders, receivers, w[mirror], ct)
     # d/dw_e = <ct[receiver_e], x[sender_e]> (dropped by XLA when the weights are constants).
     dw = jnp.sum(ct[receivers] * x[senders], axis=-1)
-    return None, None, None, dw, dx
+    return None, None, None, None, dw, dx
 
 
-_blocked_spmm.defvjp(_blocked_spmm_fwd, _blocked_spmm_bwd)
+_planned_spmm.defvjp(_planned_spmm_fwd, _planned_spmm_bwd)
 
 
 def spmm(
@@ -110,16 +132,17 @@ def spmm(
       graph: edges sorted by receiver (see ``build_interaction_graph``).
       x: [N, d] node features.
       weights: [E] edge weights; defaults to ``graph.edges`` (Â).
-      plan: run in receiver blocks with the transposed-graph backward (see :class:`BlockPlan`);
-        None = one segment sum over all edges (autodiff backward).
+      plan: the native kernel or receiver blocks, with the transposed-graph backward (see
+        :class:`BlockPlan`); None = one segment sum over all edges (autodiff backward).
 
     Returns:
       [N, d].
     """
     w = graph.edges if weights is None else weights
     if plan is not None:
-        return _blocked_spmm(
-            plan.edge_bounds, plan.node_bounds, graph.senders, graph.receivers, plan.mirror, w, x
+        static = (plan.edge_bounds, plan.node_bounds, plan.native)
+        return _planned_spmm(
+            static, plan.mirror, plan.indptr, graph.senders, graph.receivers, w, x
         )
     messages = w[:, None] * x[graph.senders]
     return jax.ops.segment_sum(

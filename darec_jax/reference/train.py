@@ -82,6 +82,38 @@ def make_optimizer(model: nn.Module, lr: float = 1e-3) -> torch.optim.Adam:
     return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), eps=1e-8)
 
 
+class TripleDataset(torch.utils.data.Dataset):
+    """RLMRec's training dataset: one (user, positive, negative) triple per interaction, served
+    item by item to a shuffling ``DataLoader`` (§1.8)."""
+
+    def __init__(self, users: np.ndarray, items: np.ndarray, negatives: np.ndarray) -> None:
+        self.users, self.items, self.negatives = users, items, negatives
+
+    def __len__(self) -> int:
+        return self.users.shape[0]
+
+    def __getitem__(self, k: int) -> tuple[int, int, int]:
+        return self.users[k], self.items[k], self.negatives[k]
+
+
+def _batches_vectorised(users, items, negatives, batch_size):
+    users_t = torch.from_numpy(np.asarray(users, dtype=np.int64))
+    items_t = torch.from_numpy(np.asarray(items, dtype=np.int64))
+    negs_t = torch.from_numpy(negatives)
+    order = torch.randperm(users_t.shape[0])
+    for start in range(0, users_t.shape[0], batch_size):
+        idx = order[start : start + batch_size]
+        yield users_t[idx], items_t[idx], negs_t[idx]
+
+
+def _batches_rlmrec(users, items, negatives, batch_size):
+    dataset = TripleDataset(np.asarray(users, np.int64), np.asarray(items, np.int64), negatives)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                         num_workers=0)
+    for anc, pos, neg in loader:
+        yield anc.long(), pos.long(), neg.long()
+
+
 def train_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -91,26 +123,29 @@ def train_epoch(
     rng: np.random.RandomState,
     batch_size: int = 4096,
     sequential_negatives: bool = False,
+    pipeline: str = "vectorised",
 ) -> float:
     """One training epoch; returns the mean over steps of the total loss.
 
-    Steps = ceil(nnz / batch_size); the batch order is ``torch.randperm`` from the global torch CPU
-    generator, and ``model.cal_loss`` draws its edge-dropout uniforms from the same generator.
+    Steps = ceil(nnz / batch_size); ``model.cal_loss`` draws its edge-dropout uniforms from the
+    global torch CPU generator.
+
+    ``pipeline``: ``"vectorised"`` shuffles with one ``torch.randperm`` and slices tensors;
+    ``"rlmrec"`` is RLMRec's own data path — the sequential negative loop and a shuffling
+    ``DataLoader`` that collates triples item by item (same distribution, slower).
     """
+    if pipeline not in ("vectorised", "rlmrec"):
+        raise ValueError(f"unknown pipeline {pipeline!r}; valid: vectorised, rlmrec")
     negatives = sample_negatives(
-        train_users, train_items, n_items, rng, sequential=sequential_negatives
+        train_users, train_items, n_items, rng,
+        sequential=sequential_negatives or pipeline == "rlmrec",
     )
-    users_t = torch.from_numpy(np.asarray(train_users, dtype=np.int64))
-    items_t = torch.from_numpy(np.asarray(train_items, dtype=np.int64))
-    negs_t = torch.from_numpy(negatives)
-    n_samples = users_t.shape[0]
-    order = torch.randperm(n_samples)
+    batches = _batches_vectorised if pipeline == "vectorised" else _batches_rlmrec
     model.train()
     total, steps = 0.0, 0
-    for start in range(0, n_samples, batch_size):
-        idx = order[start : start + batch_size]
+    for anc, pos, neg in batches(train_users, train_items, negatives, batch_size):
         optimizer.zero_grad()
-        loss, _ = model.cal_loss(users_t[idx], items_t[idx], negs_t[idx])
+        loss, _ = model.cal_loss(anc, pos, neg)
         loss.backward()
         optimizer.step()
         total += float(loss.item())

@@ -20,8 +20,10 @@ from flax import nnx, struct
 
 from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
+from darec_jax.errors import ConfigError
 from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
 from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, make_block_plan
+from darec_jax.kernels import native_spmm_available
 from darec_jax.losses.core import bpr_loss, l2_reg
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
@@ -51,17 +53,30 @@ class Batch:
     valid: jax.Array  # [B] float32
 
 
-def resolve_block_edges(cfg: Config) -> int:
-    """``model.spmm_block_edges`` with -1 resolved for the default backend."""
-    if cfg.model.spmm_block_edges >= 0:
-        return cfg.model.spmm_block_edges
-    return 10_000 if jax.default_backend() == "cpu" else 0
+def resolve_spmm_impl(cfg: Config) -> str:
+    """``model.spmm_impl`` with "auto" resolved for the default backend."""
+    impl = cfg.model.spmm_impl
+    on_cpu = jax.default_backend() == "cpu"
+    if impl == "auto":
+        if not on_cpu:
+            return "segment_sum"
+        return "native" if native_spmm_available() else "blocked"
+    if impl == "native" and not (on_cpu and native_spmm_available()):
+        raise ConfigError(
+            "model.spmm_impl=native needs the CPU backend and a C++ compiler; "
+            "use auto, blocked or segment_sum"
+        )
+    return impl
 
 
-def make_train_arrays(data: InteractionData, block_edges: int = 0) -> tuple[TrainArrays, int]:
+def make_train_arrays(
+    data: InteractionData, spmm_impl: str = "segment_sum", block_edges: int = 10_000
+) -> tuple[TrainArrays, int]:
     """Graph + binarised training interactions + CSR; also the binary-search depth."""
     graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
-    plan = make_block_plan(graph, block_edges) if block_edges > 0 else None
+    plan = None
+    if spmm_impl in ("blocked", "native"):
+        plan = make_block_plan(graph, block_edges, native=spmm_impl == "native")
     users, items = unique_pairs(data.train.users, data.train.items, data.n_items)
     indptr, indices, search_steps = csr_from_pairs(data.n_users, users, items)
     arrays = TrainArrays(
@@ -210,7 +225,9 @@ def make_step_functions(
     cfg: Config, data: InteractionData
 ) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
     """Everything the training loop needs: functions, device data, initial params and state."""
-    arrays, search_steps = make_train_arrays(data, resolve_block_edges(cfg))
+    arrays, search_steps = make_train_arrays(
+        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges
+    )
     graphdef, params = init_model(cfg, data.n_users, data.n_items)
     optimizer = make_optimizer(cfg)
     fns = StepFunctions(
