@@ -15,24 +15,45 @@ def run_parser() -> argparse.ArgumentParser:
         description="Train a graph CF backbone (optionally with an LLM-alignment method), "
         "early-stop on validation Recall@20 and report the test metrics of the best state.",
     )
-    parser.add_argument("--dataset", default="synthetic",
-                        help=f"one of {', '.join(config_lib.DATASETS)} (default: synthetic)")
-    parser.add_argument("--backbone", default="lightgcn",
-                        help=f"one of {', '.join(config_lib.BACKBONES)} (default: lightgcn)")
-    parser.add_argument("--method", default="none",
-                        help=f"one of {', '.join(config_lib.METHODS)} (default: none)")
-    parser.add_argument("--data-dir", default=None,
-                        help="an RLMRec-format folder (trn_mat.pkl, val_mat.pkl, tst_mat.pkl, ...)")
-    parser.add_argument("--workdir", default=None,
-                        help="where config, logs, checkpoints and results go "
-                        "(default: runs/<dataset>-<backbone>-<method>-seed<seed>)")
+    parser.add_argument(
+        "--dataset",
+        default="synthetic",
+        help=f"one of {', '.join(config_lib.DATASETS)} (default: synthetic)",
+    )
+    parser.add_argument(
+        "--backbone",
+        default="lightgcn",
+        help=f"one of {', '.join(config_lib.BACKBONES)} (default: lightgcn)",
+    )
+    parser.add_argument(
+        "--method", default="none", help=f"one of {', '.join(config_lib.METHODS)} (default: none)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="an RLMRec-format folder (trn_mat.pkl, val_mat.pkl, tst_mat.pkl, ...)",
+    )
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where config, logs, checkpoints and results go "
+        "(default: runs/<dataset>-<backbone>-<method>-seed<seed>)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: 2023)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --workdir from its latest checkpoint")
-    parser.add_argument("--set", dest="overrides", action="append", default=[],
-                        metavar="KEY=VALUE",
-                        help="override any config field, e.g. --set train.lr=5e-4 "
-                        "(repeatable; --list-keys shows them all)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --workdir from its latest checkpoint",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config field, e.g. --set train.lr=5e-4 "
+        "(repeatable; --list-keys shows them all)",
+    )
     parser.add_argument("--list-keys", action="store_true", help="print every config key and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
@@ -60,11 +81,14 @@ def main_run(argv: list[str] | None = None) -> int:
         workdir = args.workdir or (
             f"runs/{cfg.data.name}-{cfg.model.backbone}-{cfg.method}-seed{cfg.train.seed}"
         )
-        results = train_and_evaluate(cfg, workdir, resume=args.resume,
-                                     progress=not args.no_progress)
+        results = train_and_evaluate(
+            cfg, workdir, resume=args.resume, progress=not args.no_progress
+        )
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"results written to {workdir}/results.json "
-          f"(test recall@20 {results['test'].get('recall@20', float('nan')):.4f})")
+    print(
+        f"results written to {workdir}/results.json "
+        f"(test recall@20 {results['test'].get('recall@20', float('nan')):.4f})"
+    )
     return 0

@@ -53,13 +53,21 @@ def run_jax(args) -> dict:
     cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
     jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    task = prepare_ranking(data.n_users, data.n_items, data.train.users, data.train.items,
-                           data.val.users, data.val.items, cfg.eval.user_chunk)
+    task = prepare_ranking(
+        data.n_users,
+        data.n_items,
+        data.train.users,
+        data.train.items,
+        data.val.users,
+        data.val.items,
+        cfg.eval.user_chunk,
+    )
     state = {"p": params, "o": opt_state, "e": 0}
 
     def epoch():
-        state["p"], state["o"], terms = fns.jit_epoch(state["p"], state["o"], arrays,
-                                                      epoch_key(0, state["e"]))
+        state["p"], state["o"], terms = fns.jit_epoch(
+            state["p"], state["o"], arrays, epoch_key(0, state["e"])
+        )
         jax.block_until_ready(terms)
         state["e"] += 1
 
@@ -95,18 +103,40 @@ def run_torch(args, pipeline: str = "vectorised") -> dict:
     data = _load(args)
     cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
     adj = normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    model = LightGCNRef(data.n_users, data.n_items, adj, cfg.model.embedding_size,
-                        cfg.model.layer_num, cfg.model.reg_weight, cfg.model.keep_rate)
+    model = LightGCNRef(
+        data.n_users,
+        data.n_items,
+        adj,
+        cfg.model.embedding_size,
+        cfg.model.layer_num,
+        cfg.model.reg_weight,
+        cfg.model.keep_rate,
+    )
     optim = make_optimizer(model, cfg.train.lr)
     rng = np.random.RandomState(0)
 
     def epoch():
-        train_epoch(model, optim, data.train.users, data.train.items, data.n_items, rng,
-                    batch_size=cfg.train.batch_size, pipeline=pipeline)
+        train_epoch(
+            model,
+            optim,
+            data.train.users,
+            data.train.items,
+            data.n_items,
+            rng,
+            batch_size=cfg.train.batch_size,
+            pipeline=pipeline,
+        )
 
     def run_eval():
-        return evaluate(model, data.n_items, data.train.users, data.train.items,
-                        data.val.users, data.val.items, cfg.eval.ks)
+        return evaluate(
+            model,
+            data.n_items,
+            data.train.users,
+            data.train.items,
+            data.val.users,
+            data.val.items,
+            cfg.eval.ks,
+        )
 
     first_epoch = _time_repeats(epoch, 1)[0]
     first_eval = _time_repeats(run_eval, 1)[0]
@@ -159,15 +189,17 @@ def _table(res: dict, args) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.benchmark",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", default="yelp")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side")
     parser.add_argument("--evals", type=int, default=5, help="timed evaluations per side")
     parser.add_argument("--out", default="benchmarks", help="folder for the table and raw JSON")
-    parser.add_argument("--side", choices=("jax", "torch", "torch-rlmrec"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--side", choices=("jax", "torch", "torch-rlmrec"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.side:
         if args.side == "jax":
@@ -178,9 +210,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = {}
     for side in ("jax", "torch", "torch-rlmrec"):
-        cmd = [sys.executable, "-m", "experiments.benchmark", "--side", side,
-               "--dataset", args.dataset, "--epochs", str(args.epochs),
-               "--evals", str(args.evals)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.benchmark",
+            "--side",
+            side,
+            "--dataset",
+            args.dataset,
+            "--epochs",
+            str(args.epochs),
+            "--evals",
+            str(args.evals),
+        ]
         if args.data_dir:
             cmd += ["--data-dir", args.data_dir]
         print(f"running the {side} side alone ...", file=sys.stderr, flush=True)
@@ -189,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stdout + proc.stderr, file=sys.stderr)
             return proc.returncode
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-        results[side] = json.loads(line[len("RESULT "):])
+        results[side] = json.loads(line[len("RESULT ") :])
     table = _table(results, args)
     print(table)
     out = Path(args.out)

@@ -38,8 +38,11 @@ def _fmt(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.reproduce", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.reproduce",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--dataset", default="yelp", choices=("amazon", "yelp", "steam"))
     parser.add_argument("--backbone", default="lightgcn")
     parser.add_argument("--data-dir", default=None)
@@ -51,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.data_dir is None)
     rows = []
     for seed in args.seeds:
-        cfg = config_lib.build_config(args.dataset, args.backbone, "none",
-                                      {"train.seed": seed})
+        cfg = config_lib.build_config(args.dataset, args.backbone, "none", {"train.seed": seed})
         workdir = Path(args.workdir) / f"{args.dataset}-{args.backbone}-seed{seed}"
         done = workdir / "results.json"
         if done.exists():
@@ -60,16 +62,23 @@ def main(argv: list[str] | None = None) -> int:
         else:
             t0 = time.perf_counter()
             resume = (workdir / "checkpoints" / "latest").exists()
-            result = train_and_evaluate(cfg, workdir, resume=resume, data=data, progress=False,
-                                        log=lambda _: None)
+            result = train_and_evaluate(
+                cfg, workdir, resume=resume, data=data, progress=False, log=lambda _: None
+            )
             result["wall_seconds"] = time.perf_counter() - t0
             done.write_text(json.dumps(result, indent=2) + "\n")
         rows.append(result)
-        print(f"seed {seed}: best epoch {result['best_epoch']}, test recall@20 "
-              f"{result['test']['recall@20']:.4f}", file=sys.stderr)
+        print(
+            f"seed {seed}: best epoch {result['best_epoch']}, test recall@20 "
+            f"{result['test']['recall@20']:.4f}",
+            file=sys.stderr,
+        )
 
-    header = "| run | " + " | ".join(m.replace("recall", "R").replace("ndcg", "N")
-                                     for m in METRICS) + " | best epoch | epochs | wall s |"
+    header = (
+        "| run | "
+        + " | ".join(m.replace("recall", "R").replace("ndcg", "N") for m in METRICS)
+        + " | best epoch | epochs | wall s |"
+    )
     lines = [
         f"{args.backbone}, `--method none`, {args.dataset} "
         f"({data.n_users} users, {data.n_items} items, {data.train.users.shape[0]} train "
@@ -82,21 +91,26 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         metrics = " | ".join(f"{r['test'][m]:.4f}" for m in METRICS)
         wall = r.get("wall_seconds", r.get("wall_seconds_this_process", float("nan")))
-        lines.append(f"| seed {r['seed']} | {metrics} | {r['best_epoch']} | {r['epochs_run']} "
-                     f"| {wall:.0f} |")
+        lines.append(
+            f"| seed {r['seed']} | {metrics} | {r['best_epoch']} | {r['epochs_run']} | {wall:.0f} |"
+        )
     mean = " | ".join(_fmt([r["test"][m] for r in rows]) for m in METRICS)
     lines.append(f"| **mean ± std ({len(rows)} seeds)** | {mean} | | | |")
     paper = RLMREC_TABLE1.get((args.dataset, args.backbone))
     if paper:
-        lines.append("| RLMRec Table 1 (5 seeds, GPU) | "
-                     + " | ".join(f"{v:.4f}" for v in paper) + " | | | |")
+        lines.append(
+            "| RLMRec Table 1 (5 seeds, GPU) | "
+            + " | ".join(f"{v:.4f}" for v in paper)
+            + " | | | |"
+        )
     table = "\n".join(lines)
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"reproduce_{args.dataset}_{args.backbone}.md").write_text(table + "\n")
     (out / f"reproduce_{args.dataset}_{args.backbone}.json").write_text(
-        json.dumps(rows, indent=2) + "\n")
+        json.dumps(rows, indent=2) + "\n"
+    )
     return 0
 
 

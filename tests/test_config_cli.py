@@ -12,9 +12,17 @@ from darec_jax.errors import ConfigError
 def test_presets_and_overrides():
     cfg = config_lib.build_config("steam", "lightgcn", "none")
     assert cfg.model.layer_num == 2 and cfg.model.reg_weight == 1e-6  # BACKBONES.md §2.2
-    cfg = config_lib.build_config("yelp", "lightgcn", "none",
-                                  {"train.lr": "5e-4", "eval.ks": "1,2", "train.criterion":
-                                   "ndcg@2", "data.synthetic.n_users": "10"})
+    cfg = config_lib.build_config(
+        "yelp",
+        "lightgcn",
+        "none",
+        {
+            "train.lr": "5e-4",
+            "eval.ks": "1,2",
+            "train.criterion": "ndcg@2",
+            "data.synthetic.n_users": "10",
+        },
+    )
     assert cfg.train.lr == 5e-4 and cfg.eval.ks == (1, 2)
     assert cfg.data.synthetic.n_users == 10 and cfg.model.layer_num == 3
     assert config_lib.from_dict(json.loads(config_lib.to_json(cfg))) == cfg
@@ -53,9 +61,21 @@ def test_cli_list_keys(capsys):
 
 
 def test_cli_tiny_synthetic_run_and_resume_refusal(tmp_path, capsys):
-    args = ["--dataset", "synthetic", "--workdir", str(tmp_path / "w"), "--no-progress",
-            "--seed", "3", "--set", "data.synthetic.n_users=120", "--set",
-            "data.synthetic.n_items=90", "--set", "train.epochs=4"]
+    args = [
+        "--dataset",
+        "synthetic",
+        "--workdir",
+        str(tmp_path / "w"),
+        "--no-progress",
+        "--seed",
+        "3",
+        "--set",
+        "data.synthetic.n_users=120",
+        "--set",
+        "data.synthetic.n_items=90",
+        "--set",
+        "train.epochs=4",
+    ]
     assert main_run(args) == 0
     out = capsys.readouterr().out
     assert "[epoch    0]" in out and "test recall@5" in out

@@ -28,10 +28,17 @@ def _torch_precision():
 
 def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment_sum"):
     cfg = config_lib.build_config(
-        "synthetic", "lightgcn", "none",
-        {"model.layer_num": layer_num, "model.keep_rate": keep_rate,
-         "model.reg_weight": reg_weight, "train.lr": 1e-2,
-         "model.spmm_impl": spmm_impl, "model.spmm_block_edges": 40},
+        "synthetic",
+        "lightgcn",
+        "none",
+        {
+            "model.layer_num": layer_num,
+            "model.keep_rate": keep_rate,
+            "model.reg_weight": reg_weight,
+            "train.lr": 1e-2,
+            "model.spmm_impl": spmm_impl,
+            "model.spmm_block_edges": 40,
+        },
     )
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
@@ -54,8 +61,11 @@ def test_normalised_graph_equals_reference(toy_data):
 def _batch(data, size, seed):
     rng = np.random.default_rng(seed)
     k = rng.integers(0, data.train.users.shape[0], size)
-    return (data.train.users[k].astype(np.int64), data.train.items[k].astype(np.int64),
-            rng.integers(0, data.n_items, size).astype(np.int64))
+    return (
+        data.train.users[k].astype(np.int64),
+        data.train.items[k].astype(np.int64),
+        rng.integers(0, data.n_items, size).astype(np.int64),
+    )
 
 
 @pytest.mark.parametrize("spmm_impl", ["segment_sum", "blocked", "native"])
@@ -64,7 +74,8 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     """Every execution of the graph products (see model.spmm_impl) gives the reference's numbers."""
     data = toy_data
     cfg, fns, arrays, params, opt_state, model, perm, _ = _setup(
-        data, layer_num, keep_rate, spmm_impl=spmm_impl)
+        data, layer_num, keep_rate, spmm_impl=spmm_impl
+    )
     assert (arrays.plan is None) == (spmm_impl == "segment_sum")
     anc, pos, neg = _batch(data, 50, seed=layer_num)
     n_edges = perm.shape[0]
@@ -91,10 +102,15 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
 
     # Each loss term, then the gradients.
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(
-        params, arrays, batch, uniforms)
+        params, arrays, batch, uniforms
+    )
     model.zero_grad()
-    rtotal, rterms = model.cal_loss(torch.from_numpy(anc), torch.from_numpy(pos),
-                                    torch.from_numpy(neg), u_ref if keep_rate < 1 else None)
+    rtotal, rterms = model.cal_loss(
+        torch.from_numpy(anc),
+        torch.from_numpy(pos),
+        torch.from_numpy(neg),
+        u_ref if keep_rate < 1 else None,
+    )
     rtotal.backward()
     assert_rel_close(terms["bpr"], rterms["bpr"].item(), "bpr")
     assert_rel_close(terms["reg"], rterms["reg"].item(), "reg")
@@ -127,8 +143,10 @@ def test_metrics_on_the_same_score_matrix():
     for u, items in enumerate(gt):
         gt_mask[u, items] = 1
     ks = (5, 10, 20)
-    ours = {k: float(np.mean(v)) for k, v in
-            metrics_from_scores(scores, gt_mask, gt_mask.sum(1), ks).items()}
+    ours = {
+        k: float(np.mean(v))
+        for k, v in metrics_from_scores(scores, gt_mask, gt_mask.sum(1), ks).items()
+    }
     theirs = ref.metrics_from_scores(scores, gt, ks)
     for name in theirs:
         assert ours[name] == pytest.approx(theirs[name], rel=1e-6), name
@@ -139,11 +157,19 @@ def test_full_evaluation_matches_reference(toy_data):
     _, fns, arrays, params, _, model, _, _ = _setup(data)
     fu, fi = fns.final_embeddings(params, arrays.graph)
     for split in (data.val, data.test):
-        task = prepare_ranking(data.n_users, data.n_items, data.train.users, data.train.items,
-                               split.users, split.items, chunk=64)
+        task = prepare_ranking(
+            data.n_users,
+            data.n_items,
+            data.train.users,
+            data.train.items,
+            split.users,
+            split.items,
+            chunk=64,
+        )
         ours = evaluate_embeddings(fu, fi, task)
-        theirs = ref.evaluate(model, data.n_items, data.train.users, data.train.items,
-                              split.users, split.items)
+        theirs = ref.evaluate(
+            model, data.n_items, data.train.users, data.train.items, split.users, split.items
+        )
         for name in theirs:
             assert ours[name] == pytest.approx(theirs[name], rel=1e-5, abs=1e-7), name
 
@@ -155,8 +181,7 @@ def test_real_yelp_graph_and_forward_equal_reference(spmm_impl):
     from darec_jax.data import load_rlmrec_folder
 
     data = load_rlmrec_folder(SHARED_DATA / "yelp", name="yelp")
-    _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3,
-                                                           spmm_impl=spmm_impl)
+    _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3, spmm_impl=spmm_impl)
     assert perm.shape[0] == 2 * 166620
     assert_rel_close(np.asarray(arrays.graph.edges)[perm], values, "yelp weights", rtol=1e-7)
     fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)

@@ -15,8 +15,10 @@ def _dcg(hit_positions):
 def test_metrics_hand_computed():
     # 2 users x 6 items; ks = (2, 4).
     scores = np.array(
-        [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # ranking: 0 1 2 3 4 5
-         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]],  # ranking: 5 4 3 2 1 0
+        [
+            [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # ranking: 0 1 2 3 4 5
+            [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        ],  # ranking: 5 4 3 2 1 0
         np.float32,
     )
     gt = np.zeros((2, 6), np.float32)
@@ -25,8 +27,9 @@ def test_metrics_hand_computed():
     out = metrics_from_scores(scores, gt, gt.sum(1), ks=(2, 4))
     np.testing.assert_allclose(out["recall@2"], [1 / 3, 1.0], rtol=1e-6)
     np.testing.assert_allclose(out["recall@4"], [2 / 3, 1.0], rtol=1e-6)
-    np.testing.assert_allclose(out["ndcg@2"], [_dcg([2]) / _dcg([1, 2]), _dcg([2]) / _dcg([1])],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        out["ndcg@2"], [_dcg([2]) / _dcg([1, 2]), _dcg([2]) / _dcg([1])], rtol=1e-6
+    )
     np.testing.assert_allclose(
         out["ndcg@4"], [_dcg([2, 4]) / _dcg([1, 2, 3]), _dcg([2]) / _dcg([1])], rtol=1e-6
     )
@@ -57,8 +60,11 @@ def test_evaluate_embeddings_masks_training_items_and_matches_dense(chunk):
     got = evaluate_embeddings(fu, fi, task, ks=(1, 3, 6))
     # Dense expectation: after masking, rest[0] is rank 1 and rest[5] is rank 6.
     expect = {
-        "recall@1": 0.5, "recall@3": 0.5, "recall@6": 1.0,
-        "ndcg@1": 1.0, "ndcg@3": 1.0 / _dcg([1, 2]),
+        "recall@1": 0.5,
+        "recall@3": 0.5,
+        "recall@6": 1.0,
+        "ndcg@1": 1.0,
+        "ndcg@3": 1.0 / _dcg([1, 2]),
         "ndcg@6": _dcg([1, 6]) / _dcg([1, 2]),
     }
     for name, value in expect.items():

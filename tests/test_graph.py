@@ -44,8 +44,9 @@ def test_spmm_and_propagation_match_dense(toy_data):
     x = np.random.default_rng(0).normal(size=(a.shape[0], 4)).astype(np.float32)
     np.testing.assert_allclose(spmm(g, jnp.asarray(x)), a @ x, rtol=1e-5, atol=1e-6)
     expect = x + a @ x + a @ a @ x
-    np.testing.assert_allclose(lightgcn_propagate(g, jnp.asarray(x), 2), expect, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        lightgcn_propagate(g, jnp.asarray(x), 2), expect, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_edge_dropout_rule_and_asymmetry():
@@ -101,6 +102,5 @@ def test_planned_spmm_value_and_gradients_match_plain(toy_data, native):
     # Gradients with respect to the features and the (asymmetric) edge weights.
     f_plain = lambda x, w: jnp.sum(ct * spmm(g, x, w))
     f_block = lambda x, w: jnp.sum(ct * spmm(g, x, w, plan))
-    for a, b in zip(jax.grad(f_block, (0, 1))(x, w), jax.grad(f_plain, (0, 1))(x, w),
-                    strict=True):
+    for a, b in zip(jax.grad(f_block, (0, 1))(x, w), jax.grad(f_plain, (0, 1))(x, w), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

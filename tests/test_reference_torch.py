@@ -405,8 +405,10 @@ def test_rlmrec_pipeline_epoch_runs_every_interaction_once():
 
     model.cal_loss = counting
     state = np.random.RandomState(0)
-    losses = [train_epoch(model, optim, users, items, 20, state, batch_size=32,
-                          pipeline="rlmrec") for _ in range(15)]
+    losses = [
+        train_epoch(model, optim, users, items, 20, state, batch_size=32, pipeline="rlmrec")
+        for _ in range(15)
+    ]
     assert calls[:4] == [32, 32, 32, 24]
     assert losses[-1] < losses[0]
     with pytest.raises(ValueError, match="unknown pipeline"):

@@ -21,8 +21,13 @@ def test_is_positive_matches_set_membership():
     positives = set(zip(users.tolist(), items.tolist(), strict=True))
     indptr, indices, steps = csr_from_pairs(7, users, items)
     qu, qi = np.meshgrid(np.arange(7), np.arange(9), indexing="ij")
-    got = is_positive(jnp.asarray(qu.ravel()), jnp.asarray(qi.ravel()), jnp.asarray(indptr),
-                      jnp.asarray(indices), steps)
+    got = is_positive(
+        jnp.asarray(qu.ravel()),
+        jnp.asarray(qi.ravel()),
+        jnp.asarray(indptr),
+        jnp.asarray(indices),
+        steps,
+    )
     expect = [(u, i) in positives for u, i in zip(qu.ravel(), qi.ravel(), strict=True)]
     np.testing.assert_array_equal(np.asarray(got), expect)
 
@@ -33,8 +38,11 @@ def test_negatives_avoid_positives_and_are_uniform():
     items = np.array(list(range(8)) + [3])
     indptr, indices, steps = csr_from_pairs(2, users, items)
     anchors = jnp.asarray(np.repeat([0, 1], 20000))
-    negs = np.asarray(sample_negatives(jax.random.key(0), anchors, 10, jnp.asarray(indptr),
-                                       jnp.asarray(indices), steps))
+    negs = np.asarray(
+        sample_negatives(
+            jax.random.key(0), anchors, 10, jnp.asarray(indptr), jnp.asarray(indices), steps
+        )
+    )
     u0, u1 = negs[:20000], negs[20000:]
     assert set(u0.tolist()) == {8, 9}
     assert abs(np.mean(u0 == 8) - 0.5) < 0.02
@@ -44,8 +52,12 @@ def test_negatives_avoid_positives_and_are_uniform():
 
 
 def _tiny_config(**overrides):
-    base = {"train.epochs": "12", "train.batch_size": "64", "model.layer_num": "2",
-            "train.seed": "7"}
+    base = {
+        "train.epochs": "12",
+        "train.batch_size": "64",
+        "model.layer_num": "2",
+        "train.seed": "7",
+    }
     base.update(overrides)
     return config_lib.build_config("synthetic", "lightgcn", "none", base)
 
@@ -74,8 +86,7 @@ def test_epoch_scan_trains_and_matches_step_loop(toy_data):
 def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
     cfg = _tiny_config()
     lines = []
-    res = train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False,
-                             log=lines.append)
+    res = train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False, log=lines.append)
     assert res["status"] == "finished"
     for name in ("config.json", "metrics.jsonl", "results.json"):
         assert (tmp_path / "run" / name).exists()
@@ -96,22 +107,38 @@ def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
 
 def test_resume_gives_identical_results(toy_data, tmp_path):
     cfg = _tiny_config(**{"train.epochs": "20"})
-    full = train_and_evaluate(cfg, tmp_path / "full", data=toy_data, progress=False,
-                              log=lambda _: None)
-    part = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
-                              log=lambda _: None, max_epochs_this_process=5)
+    full = train_and_evaluate(
+        cfg, tmp_path / "full", data=toy_data, progress=False, log=lambda _: None
+    )
+    part = train_and_evaluate(
+        cfg,
+        tmp_path / "part",
+        data=toy_data,
+        progress=False,
+        log=lambda _: None,
+        max_epochs_this_process=5,
+    )
     assert part == {"status": "paused", "next_epoch": 5}
-    part = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
-                              log=lambda _: None, resume=True, max_epochs_this_process=7)
+    part = train_and_evaluate(
+        cfg,
+        tmp_path / "part",
+        data=toy_data,
+        progress=False,
+        log=lambda _: None,
+        resume=True,
+        max_epochs_this_process=7,
+    )
     assert part["status"] == "paused"
-    resumed = train_and_evaluate(cfg, tmp_path / "part", data=toy_data, progress=False,
-                                 log=lambda _: None, resume=True)
+    resumed = train_and_evaluate(
+        cfg, tmp_path / "part", data=toy_data, progress=False, log=lambda _: None, resume=True
+    )
     assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
     assert resumed["best_epoch"] == full["best_epoch"]
     full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     part_log = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda lines: [{k: v for k, v in json.loads(x).items() if k != "eval_seconds"}
-                           for x in lines]
+    strip = lambda lines: [
+        {k: v for k, v in json.loads(x).items() if k != "eval_seconds"} for x in lines
+    ]
     assert strip(part_log) == strip(full_log)
     # Resuming with different options is refused.
     other = _tiny_config(**{"train.epochs": "20", "train.lr": "0.01"})
@@ -123,6 +150,7 @@ def test_jitted_functions_compile_once(toy_data, tmp_path):
     cfg = _tiny_config(**{"train.epochs": "7"})
     fns, arrays, params, opt_state = make_step_functions(cfg, toy_data)
     for epoch in range(3):
-        params, opt_state, _ = fns.jit_epoch(params, opt_state, arrays,
-                                             epoch_key(cfg.train.seed, epoch))
+        params, opt_state, _ = fns.jit_epoch(
+            params, opt_state, arrays, epoch_key(cfg.train.seed, epoch)
+        )
     assert fns.jit_epoch._cache_size() == 1

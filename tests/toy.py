@@ -29,6 +29,13 @@ def random_dataset(
         return Split(users[mask].astype(np.int32), items[mask].astype(np.int32))
 
     return InteractionData(
-        name="toy", n_users=n_users, n_items=n_items, train=split(train), val=split(val),
-        test=split(test), user_emb=None, item_emb=None, source="tests.toy",
+        name="toy",
+        n_users=n_users,
+        n_items=n_items,
+        train=split(train),
+        val=split(val),
+        test=split(test),
+        user_emb=None,
+        item_emb=None,
+        source="tests.toy",
     )

@@ -47,7 +47,10 @@ class RankingTask:
 
 
 def _chunk_pairs(
-    rows_of_user: np.ndarray, items: np.ndarray, chunk_of_user: np.ndarray, n_chunks: int,
+    rows_of_user: np.ndarray,
+    items: np.ndarray,
+    chunk_of_user: np.ndarray,
+    n_chunks: int,
     n_items: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Group (row-in-chunk, item) pairs by chunk into padded [C, P] arrays."""
@@ -198,7 +201,11 @@ def evaluate_embeddings(
 ) -> dict[str, float]:
     """Mean metrics over the task's users, from final embeddings (scores = F_u F_iᵀ)."""
     sums = _evaluate_sums(
-        user_final, item_final, _task_arrays(task), tuple(ks), recall_denominator,
+        user_final,
+        item_final,
+        _task_arrays(task),
+        tuple(ks),
+        recall_denominator,
         _use_native_topk(),
     )
     return {k: float(np.float64(v) / task.n_users_evaluated) for k, v in sums.items()}
@@ -206,7 +213,11 @@ def evaluate_embeddings(
 
 def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
     return (
-        task.users, task.user_valid, task.gt_count, task.train_rows, task.train_items,
+        task.users,
+        task.user_valid,
+        task.gt_count,
+        task.train_rows,
+        task.train_items,
         task.gt_keys,
     )
 

@@ -141,9 +141,7 @@ def spmm(
     w = graph.edges if weights is None else weights
     if plan is not None:
         static = (plan.edge_bounds, plan.node_bounds, plan.native)
-        return _planned_spmm(
-            static, plan.mirror, plan.indptr, graph.senders, graph.receivers, w, x
-        )
+        return _planned_spmm(static, plan.mirror, plan.indptr, graph.senders, graph.receivers, w, x)
     messages = w[:, None] * x[graph.senders]
     return jax.ops.segment_sum(
         messages, graph.receivers, num_segments=x.shape[0], indices_are_sorted=True

@@ -69,8 +69,18 @@ def _build() -> Path:
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / "csr_spmm.so"
         cmd = [
-            compiler, "-O3", "-march=native", "-shared", "-fPIC", "-std=c++17", "-w",
-            f"-I{jax.ffi.include_dir()}", str(_SOURCE), "-o", str(out), "-lpthread",
+            compiler,
+            "-O3",
+            "-march=native",
+            "-shared",
+            "-fPIC",
+            "-std=c++17",
+            "-w",
+            f"-I{jax.ffi.include_dir()}",
+            str(_SOURCE),
+            "-o",
+            str(out),
+            "-lpthread",
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:

@@ -108,8 +108,9 @@ def _batches_vectorised(users, items, negatives, batch_size):
 
 def _batches_rlmrec(users, items, negatives, batch_size):
     dataset = TripleDataset(np.asarray(users, np.int64), np.asarray(items, np.int64), negatives)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                                         num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=0
+    )
     for anc, pos, neg in loader:
         yield anc.long(), pos.long(), neg.long()
 
@@ -137,7 +138,10 @@ def train_epoch(
     if pipeline not in ("vectorised", "rlmrec"):
         raise ValueError(f"unknown pipeline {pipeline!r}; valid: vectorised, rlmrec")
     negatives = sample_negatives(
-        train_users, train_items, n_items, rng,
+        train_users,
+        train_items,
+        n_items,
+        rng,
         sequential=sequential_negatives or pipeline == "rlmrec",
     )
     batches = _batches_vectorised if pipeline == "vectorised" else _batches_rlmrec

@@ -185,8 +185,12 @@ def train_and_evaluate(
         metrics_log.unlink()
 
     bar = tqdm(
-        total=cfg.train.epochs, initial=loop.next_epoch, desc="epochs", disable=not progress,
-        file=sys.stderr, dynamic_ncols=True,
+        total=cfg.train.epochs,
+        initial=loop.next_epoch,
+        desc="epochs",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
     )
     paused = False
     with metrics_log.open("a") as log_file:
@@ -216,8 +220,7 @@ def train_and_evaluate(
                 loop.stopped = loop.patience >= cfg.train.patience
                 log(
                     f"[epoch {epoch:4d}] train loss {terms['loss']:.4f} | validation "
-                    f"{format_metrics(val, ks)}"
-                    + (" *" if loop.best_epoch == epoch else "")
+                    f"{format_metrics(val, ks)}" + (" *" if loop.best_epoch == epoch else "")
                 )
             loop.next_epoch = epoch + 1
             log_file.write(json.dumps(record) + "\n")
