@@ -1,0 +1,111 @@
+"""Loss primitives of the LLM-alignment methods (BACKBONES.md §1.5, §1.7, §3.1–3.2; DAREC.md §3–6).
+
+Pure functions of arrays; the method layer that wires them to backbones builds on these. Each
+states its equation and the shapes of its arguments. Two normalisations appear, as in the
+reference (Q7):
+
+    x̃ = x / sqrt(1e-8 + ‖x‖²)          (cal_infonce, and every DaRec term)
+    x̂ = x / max(‖x‖, 1e-12)            (ssl_con_loss, torch's F.normalize)
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def normalize_eps(x: jax.Array) -> jax.Array:
+    """Rows divided by sqrt(1e-8 + ‖x‖²)."""
+    return x / jnp.sqrt(1e-8 + jnp.sum(jnp.square(x), axis=-1, keepdims=True))
+
+
+def normalize_clamped(x: jax.Array) -> jax.Array:
+    """Rows divided by max(‖x‖, 1e-12) (torch.nn.functional.normalize)."""
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def cal_infonce(x: jax.Array, y: jax.Array, z: jax.Array, temperature: float) -> jax.Array:
+    """Σ_b [ −(x̃_b·ỹ_b)/τ + log Σ_{rows z} exp(x̃_b·z̃/τ) ]   (a SUM over the B rows).
+
+    x, y: [B, d] anchors and positives; z: [M, d] the denominator's rows (the positive counts
+    when it is a row of z). Naive exp / sum / log without max subtraction, as the reference.
+    """
+    xn, yn, zn = normalize_eps(x), normalize_eps(y), normalize_eps(z)
+    positive = jnp.sum(xn * yn, axis=-1) / temperature
+    denominator = jnp.log(jnp.sum(jnp.exp(xn @ zn.T / temperature), axis=-1))
+    return jnp.sum(-positive + denominator)
+
+
+def ssl_con_loss(x: jax.Array, y: jax.Array, temperature: float) -> jax.Array:
+    """−(1/M) Σ_m log( exp(x̂_m·ŷ_m/τ) / (Σ_{m'} exp(x̂_m·ŷ_{m'}/τ) + 1e-8) + 1e-8 ).
+
+    x, y: [M, d]; the other rows of y are the negatives (a MEAN over the M rows).
+    """
+    xn, yn = normalize_clamped(x), normalize_clamped(y)
+    positive = jnp.exp(jnp.sum(xn * yn, axis=-1) / temperature)
+    total = jnp.sum(jnp.exp(xn @ yn.T / temperature), axis=-1)
+    return -jnp.mean(jnp.log(positive / (total + 1e-8) + 1e-8))
+
+
+def leaky_mlp(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
+    """y = LeakyReLU_0.01(x W1ᵀ + b1) W2ᵀ + b2, weights in torch's [out, in] layout.
+
+    params: ``w1`` [h, in], ``b1`` [h], ``w2`` [out, h], ``b2`` [out].
+    """
+    hidden = jax.nn.leaky_relu(x @ params["w1"].T + params["b1"], negative_slope=0.01)
+    return hidden @ params["w2"].T + params["b2"]
+
+
+def rlmrec_con_kd(
+    user_final: jax.Array,
+    item_final: jax.Array,
+    user_proj: jax.Array,
+    item_proj: jax.Array,
+    anc: jax.Array,
+    pos: jax.Array,
+    neg: jax.Array,
+    kd_weight: float,
+    temperature: float,
+    with_negative_term: bool = True,
+) -> jax.Array:
+    """RLMRec-Con's kd term (§3.1), CF side as the anchor:
+
+        kd = (kd_weight / B) · [ infonce(F_u[anc], P_u[anc], P_u)          all users
+                               + infonce(F_i[pos], P_i[pos], P_i[pos])     the batch's rows
+                               + infonce(F_i[neg], P_i[neg], P_i[neg]) ]   (not for AutoCF)
+
+    user_final [U, d], item_final [I, d]: the backbone's final embeddings; user_proj [U, d],
+    item_proj [I, d]: the MLP projections of the LLM embeddings; anc, pos, neg: [B] ids.
+    """
+    pos_proj = item_proj[pos]
+    total = cal_infonce(user_final[anc], user_proj[anc], user_proj, temperature)
+    total = total + cal_infonce(item_final[pos], pos_proj, pos_proj, temperature)
+    if with_negative_term:
+        neg_proj = item_proj[neg]
+        total = total + cal_infonce(item_final[neg], neg_proj, neg_proj, temperature)
+    return kd_weight * (total / anc.shape[0])
+
+
+def node_mask(ego: jax.Array, seeds: jax.Array, token: jax.Array) -> jax.Array:
+    """NodeMask (§1.5): E0'_n = m_n·E0_n + (1 − m_n)·t, m_n = 0 for n in ``seeds``.
+
+    ego [N, d]; seeds [M] distinct node ids; token [1, d].
+    """
+    mask = jnp.ones((ego.shape[0], 1), ego.dtype).at[seeds].set(0.0)
+    return mask * ego + (1.0 - mask) * token
+
+
+def rlmrec_gen_recon(
+    final_all: jax.Array,
+    semantic_all: jax.Array,
+    seeds: jax.Array,
+    mlp_params: dict[str, jax.Array],
+    recon_weight: float,
+    temperature: float,
+) -> jax.Array:
+    """RLMRec-Gen's reconstruction (§3.2): recon_weight · ssl_con(MLP(F[S]), S_sem[S], τ).
+
+    final_all [N, d] and semantic_all [N, d_L] are indexed by global node ids (users first).
+    """
+    predicted = leaky_mlp(mlp_params, final_all[seeds])
+    return recon_weight * ssl_con_loss(predicted, semantic_all[seeds], temperature)

@@ -1,0 +1,138 @@
+"""DaRec's loss terms and its adaptive preference clustering (DAREC.md §4–6).
+
+Every function takes one set of rows (the batch's users, or its items); DaRec computes each term
+on the user set and on the item set and adds the two. Normalisation is x̃ = x / sqrt(1e-8+‖x‖²)
+and cos(a, b) = ã·b̃ throughout.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from darec_jax.losses.alignment import normalize_eps
+
+
+def orthogonality(specific: jax.Array, shared: jax.Array) -> jax.Array:
+    """mean_n cos(sp_n, sh_n)²  (one view; L_or adds the CF and LLM views).  [m, h] each."""
+    cos = jnp.sum(normalize_eps(specific) * normalize_eps(shared), axis=-1)
+    return jnp.mean(jnp.square(cos))
+
+
+def uniformity(x: jax.Array) -> jax.Array:
+    """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of rows of x [m, h]."""
+    xn = normalize_eps(x)
+    norms = jnp.sum(jnp.square(xn), axis=-1)
+    # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b (the rows are only nearly unit: keep the norms).
+    sq = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * (xn @ xn.T), 0.0)  # [m, m]
+    m = x.shape[0]
+    upper = jnp.triu(jnp.ones((m, m), bool), k=1)
+    mean = jnp.sum(jnp.where(upper, jnp.exp(-2.0 * sq), 0.0)) / (m * (m - 1) / 2)
+    return jnp.log(mean)
+
+
+def global_alignment(
+    shared_cf: jax.Array, shared_llm: jax.Array, kind: str = "mse", temperature: float = 1.0
+) -> jax.Array:
+    """Similarity-structure alignment of the shared parts, S^V = Ẽ^V (Ẽ^V)ᵀ ([m, m]).
+
+    mse: mean_{j,k} (S^C_jk − S^L_jk)².  kl: mean_j KL(softmax(S^L_j/τ) ‖ softmax(S^C_j/τ)).
+    """
+    s_cf = normalize_eps(shared_cf) @ normalize_eps(shared_cf).T
+    s_llm = normalize_eps(shared_llm) @ normalize_eps(shared_llm).T
+    if kind == "mse":
+        return jnp.mean(jnp.square(s_cf - s_llm))
+    if kind == "kl":
+        log_p = jax.nn.log_softmax(s_llm / temperature, axis=-1)
+        log_q = jax.nn.log_softmax(s_cf / temperature, axis=-1)
+        return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+    raise ValueError(f"unknown global alignment {kind!r}; valid: mse, kl")
+
+
+def cluster_centres(x: jax.Array, assign: jax.Array, num_clusters: int) -> jax.Array:
+    """c_k = normalise(Σ_{n: a(n)=k} x̃_n), [K, h] (zero-sum clusters stay ~0)."""
+    sums = jax.ops.segment_sum(normalize_eps(x), assign, num_segments=num_clusters)
+    return normalize_eps(sums)
+
+
+def local_alignment(
+    shared_cf: jax.Array,
+    shared_llm: jax.Array,
+    assign: jax.Array,
+    num_clusters: int,
+    temperature: float,
+) -> jax.Array:
+    """Symmetric InfoNCE between the CF and LLM centres of the clusters present in the set:
+
+        ½ [ mean_k −log softmax_j(ĉ^C_k·ĉ^L_j/τ)_k + mean_k −log softmax_j(ĉ^L_k·ĉ^C_j/τ)_k ]
+
+    with k, j over present clusters only (masked). assign [m] in [0, K).
+    """
+    present = jnp.bincount(assign, length=num_clusters) > 0  # [K]
+    c_cf = cluster_centres(shared_cf, assign, num_clusters)
+    c_llm = cluster_centres(shared_llm, assign, num_clusters)
+    pair = present[:, None] & present[None, :]
+
+    def one_way(a: jax.Array, b: jax.Array) -> jax.Array:
+        logits = jnp.where(pair, a @ b.T / temperature, -jnp.inf)
+        log_prob = jax.nn.log_softmax(logits, axis=-1)
+        diag = jnp.where(present, -jnp.diagonal(log_prob), 0.0)
+        return jnp.sum(diag) / jnp.sum(present)
+
+    return 0.5 * (one_way(c_cf, c_llm) + one_way(c_llm, c_cf))
+
+
+def spherical_kmeans_from(
+    x: jax.Array, init_indices: jax.Array, iters: int
+) -> tuple[jax.Array, jax.Array]:
+    """Spherical k-means from given initial centres x̃[init_indices].
+
+    Each iteration: a(n) = argmax_k x̃_n·c_k (ties: lowest k), then c_k = normalise(Σ x̃ of its
+    rows); an empty cluster keeps its centre. Returns (assignment [n] int32 from the final
+    centres, centres [K, h]).
+    """
+    xn = normalize_eps(x)
+    k = init_indices.shape[0]
+    centres = xn[init_indices]
+
+    def step(centres, _):
+        assign = jnp.argmax(xn @ centres.T, axis=-1)
+        sums = jax.ops.segment_sum(xn, assign, num_segments=k)
+        counts = jnp.bincount(assign, length=k)
+        centres = jnp.where(counts[:, None] > 0, normalize_eps(sums), centres)
+        return centres, None
+
+    centres, _ = jax.lax.scan(step, centres, None, length=iters)
+    return jnp.argmax(xn @ centres.T, axis=-1).astype(jnp.int32), centres
+
+
+def kmeans_plus_plus(key: jax.Array, x: jax.Array, num_clusters: int) -> jax.Array:
+    """k-means++ seeding on the sphere: indices [K] of the initial centres.
+
+    The first is uniform; each next one is drawn with probability ∝ the squared distance of a row
+    to its nearest chosen centre (‖x̃ − c̃‖² = 2 − 2 cos for unit rows).
+    """
+    xn = normalize_eps(x)
+    n = x.shape[0]
+    keys = jax.random.split(key, num_clusters)
+    first = jax.random.randint(keys[0], (), 0, n)
+    chosen = jnp.zeros((num_clusters,), jnp.int32).at[0].set(first)
+    best = jnp.maximum(2.0 - 2.0 * (xn @ xn[first]), 0.0)
+
+    def body(i, state):
+        chosen, best = state
+        total = jnp.sum(best)
+        probs = jnp.where(total > 0, best / jnp.where(total > 0, total, 1.0), 1.0 / n)
+        nxt = jax.random.choice(keys[i], n, p=probs)
+        best = jnp.minimum(best, jnp.maximum(2.0 - 2.0 * (xn @ xn[nxt]), 0.0))
+        return chosen.at[i].set(nxt), best
+
+    chosen, _ = jax.lax.fori_loop(1, num_clusters, body, (chosen, best))
+    return chosen
+
+
+def spherical_kmeans(
+    key: jax.Array, x: jax.Array, num_clusters: int, iters: int
+) -> tuple[jax.Array, jax.Array]:
+    """k-means++ seeding from ``key``, then :func:`spherical_kmeans_from`; jit-friendly."""
+    return spherical_kmeans_from(x, kmeans_plus_plus(key, x, num_clusters), iters)
