@@ -87,3 +87,19 @@ def test_cli_tiny_synthetic_run_and_resume_refusal(tmp_path, capsys):
     assert main_run(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert json.loads((tmp_path / "w" / "results.json").read_text()) == results
+
+
+def test_cli_unwritable_workdir_is_a_clear_error(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main_run(["--workdir", str(blocker / "run"), "--no-progress"]) == 2
+    assert "cannot write to the work directory" in capsys.readouterr().err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_cli_corrupt_data_folder_is_a_clear_error(tmp_path, capsys):
+    for name in ("trn_mat.pkl", "val_mat.pkl", "tst_mat.pkl"):
+        (tmp_path / name).write_bytes(b"\x80\x04not a pickle")
+    args = ["--dataset", "yelp", "--data-dir", str(tmp_path), "--workdir", str(tmp_path / "w")]
+    assert main_run(args) == 2
+    assert "trn_mat.pkl" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from darec_jax import config as config_lib
 from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.data.registry import load_dataset
-from darec_jax.errors import ConfigError
+from darec_jax.errors import ConfigError, DarecError
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_ranking
 from darec_jax.train.checkpoint import CheckpointSlot
 from darec_jax.train.step import epoch_key, make_step_functions
@@ -150,7 +150,15 @@ def train_and_evaluate(
         raise ConfigError(f"--resume: no checkpoint to resume from in {latest_dir}")
     if resume:
         _check_same_config(cfg, workdir / "config.json")
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DarecError(
+            f"cannot write to the work directory {workdir}: {exc}; choose another --workdir"
+        ) from exc
 
     wall_start = time.perf_counter()
     data = data if data is not None else load_data(cfg)
