@@ -107,31 +107,18 @@ def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
 
 def test_resume_gives_identical_results(toy_data, tmp_path):
     cfg = _tiny_config(**{"train.epochs": "20"})
-    full = train_and_evaluate(
-        cfg, tmp_path / "full", data=toy_data, progress=False, log=lambda _: None
-    )
-    part = train_and_evaluate(
-        cfg,
-        tmp_path / "part",
-        data=toy_data,
-        progress=False,
-        log=lambda _: None,
-        max_epochs_this_process=5,
-    )
+
+    def run(name, **kwargs):
+        return train_and_evaluate(
+            cfg, tmp_path / name, data=toy_data, progress=False, log=lambda _: None, **kwargs
+        )
+
+    full = run("full")
+    part = run("part", max_epochs_this_process=5)
     assert part == {"status": "paused", "next_epoch": 5}
-    part = train_and_evaluate(
-        cfg,
-        tmp_path / "part",
-        data=toy_data,
-        progress=False,
-        log=lambda _: None,
-        resume=True,
-        max_epochs_this_process=7,
-    )
+    part = run("part", resume=True, max_epochs_this_process=7)
     assert part["status"] == "paused"
-    resumed = train_and_evaluate(
-        cfg, tmp_path / "part", data=toy_data, progress=False, log=lambda _: None, resume=True
-    )
+    resumed = run("part", resume=True)
     assert resumed["test"] == full["test"] and resumed["val"] == full["val"]
     assert resumed["best_epoch"] == full["best_epoch"]
     full_log = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
