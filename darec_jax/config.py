@@ -90,6 +90,19 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class RlmrecConfig:
+    """RLMRec's alignment baselines (BACKBONES.md §3.1–3.3)."""
+
+    # rlmrec-con: InfoNCE between CF embeddings and an MLP projection of the LLM embeddings.
+    kd_weight: float = 1e-2
+    kd_temperature: float = 0.2
+    # rlmrec-gen: reconstruct the LLM embeddings of masked nodes from their CF embeddings.
+    mask_ratio: float = 0.05
+    recon_weight: float = 0.01
+    recon_temperature: float = 0.1
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs."""
 
@@ -98,6 +111,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    rlmrec: RlmrecConfig = field(default_factory=RlmrecConfig)
 
 
 # Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2.2 and §3.3.
@@ -108,6 +122,39 @@ PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("steam", "lightgcn", "none"): {"model.layer_num": 2, "model.reg_weight": 1e-6},
     ("synthetic", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
 }
+
+
+def _variant_presets() -> None:
+    """LightGCN's RLMRec variants, amazon / yelp / steam (BACKBONES.md §3.3)."""
+    con = {  # layer_num, reg_weight, kd_weight, kd_temperature
+        "amazon": (3, 1e-7, 1e-2, 0.2),
+        "yelp": (3, 1e-7, 1e-2, 0.2),
+        "steam": (3, 1e-8, 1e-3, 0.1),
+    }
+    gen = {  # layer_num, reg_weight, mask_ratio, recon_weight, recon_temperature
+        "amazon": (2, 1e-7, 0.15, 0.1, 0.5),
+        "yelp": (2, 1e-7, 0.05, 0.01, 0.1),
+        "steam": (2, 1e-6, 0.15, 0.1, 0.5),
+    }
+    con["synthetic"], gen["synthetic"] = con["yelp"], gen["yelp"]
+    for name, (layers, reg, kd, tau) in con.items():
+        PRESETS[(name, "lightgcn", "rlmrec-con")] = {
+            "model.layer_num": layers,
+            "model.reg_weight": reg,
+            "rlmrec.kd_weight": kd,
+            "rlmrec.kd_temperature": tau,
+        }
+    for name, (layers, reg, ratio, weight, tau) in gen.items():
+        PRESETS[(name, "lightgcn", "rlmrec-gen")] = {
+            "model.layer_num": layers,
+            "model.reg_weight": reg,
+            "rlmrec.mask_ratio": ratio,
+            "rlmrec.recon_weight": weight,
+            "rlmrec.recon_temperature": tau,
+        }
+
+
+_variant_presets()
 
 
 def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:

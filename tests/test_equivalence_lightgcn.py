@@ -45,8 +45,8 @@ def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment
     model = ref.LightGCNRef(data.n_users, data.n_items, adj, 32, layer_num, reg_weight, keep_rate)
     # Load the same weights into both: the JAX initialisation goes into the torch module.
     with torch.no_grad():
-        model.user_embeds.copy_(torch.from_numpy(np.array(params["user_emb"])))
-        model.item_embeds.copy_(torch.from_numpy(np.array(params["item_emb"])))
+        model.user_embeds.copy_(torch.from_numpy(np.array(params["backbone"]["user_emb"])))
+        model.item_embeds.copy_(torch.from_numpy(np.array(params["backbone"]["item_emb"])))
     rows, cols, values = ref.adjacency_edges(adj)
     perm = edge_permutation(arrays.graph, rows, cols)  # reference entry k -> our edge perm[k]
     return cfg, fns, arrays, params, opt_state, model, perm, values
@@ -101,9 +101,8 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     assert_rel_close(fi, ri.detach().numpy(), "train F_i")
 
     # Each loss term, then the gradients.
-    (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(
-        params, arrays, batch, uniforms
-    )
+    draws = {} if uniforms is None else {"uniforms": uniforms}
+    (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     model.zero_grad()
     rtotal, rterms = model.cal_loss(
         torch.from_numpy(anc),
@@ -115,15 +114,19 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     assert_rel_close(terms["bpr"], rterms["bpr"].item(), "bpr")
     assert_rel_close(terms["reg"], rterms["reg"].item(), "reg")
     assert_rel_close(total, rtotal.item(), "total")
-    assert_rel_close(grads["user_emb"], model.user_embeds.grad.numpy(), "grad user_emb")
-    assert_rel_close(grads["item_emb"], model.item_embeds.grad.numpy(), "grad item_emb")
+    assert_rel_close(grads["backbone"]["user_emb"], model.user_embeds.grad.numpy(), "grad user_emb")
+    assert_rel_close(grads["backbone"]["item_emb"], model.item_embeds.grad.numpy(), "grad item_emb")
 
     # One Adam step.
-    new_params, _, _ = fns.step(params, opt_state, arrays, batch, uniforms)
+    new_params, _, _ = fns.step(params, opt_state, arrays, batch, draws)
     optim = ref.make_optimizer(model, lr=cfg.train.lr)
     optim.step()
-    assert_rel_close(new_params["user_emb"], model.user_embeds.detach().numpy(), "adam user_emb")
-    assert_rel_close(new_params["item_emb"], model.item_embeds.detach().numpy(), "adam item_emb")
+    assert_rel_close(
+        new_params["backbone"]["user_emb"], model.user_embeds.detach().numpy(), "adam user_emb"
+    )
+    assert_rel_close(
+        new_params["backbone"]["item_emb"], model.item_embeds.detach().numpy(), "adam item_emb"
+    )
 
     # Clean eval forward after the step.
     eu, ei = fns.final_embeddings(new_params, arrays.graph)

@@ -24,16 +24,30 @@ def normalize_clamped(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-def cal_infonce(x: jax.Array, y: jax.Array, z: jax.Array, temperature: float) -> jax.Array:
+def cal_infonce(
+    x: jax.Array,
+    y: jax.Array,
+    z: jax.Array,
+    temperature: float,
+    row_mask: jax.Array | None = None,
+    z_mask: jax.Array | None = None,
+) -> jax.Array:
     """Σ_b [ −(x̃_b·ỹ_b)/τ + log Σ_{rows z} exp(x̃_b·z̃/τ) ]   (a SUM over the B rows).
 
     x, y: [B, d] anchors and positives; z: [M, d] the denominator's rows (the positive counts
     when it is a row of z). Naive exp / sum / log without max subtraction, as the reference.
+    row_mask [B] / z_mask [M]: 0/1 masks of real rows in padded inputs (padding rows neither
+    count as anchors nor enter the denominators).
     """
     xn, yn, zn = normalize_eps(x), normalize_eps(y), normalize_eps(z)
     positive = jnp.sum(xn * yn, axis=-1) / temperature
-    denominator = jnp.log(jnp.sum(jnp.exp(xn @ zn.T / temperature), axis=-1))
-    return jnp.sum(-positive + denominator)
+    similarities = jnp.exp(xn @ zn.T / temperature)
+    if z_mask is not None:
+        similarities = similarities * z_mask[None, :]
+    per_row = -positive + jnp.log(jnp.sum(similarities, axis=-1))
+    if row_mask is not None:
+        per_row = jnp.where(row_mask > 0, per_row, 0.0)
+    return jnp.sum(per_row)
 
 
 def ssl_con_loss(x: jax.Array, y: jax.Array, temperature: float) -> jax.Array:
@@ -67,6 +81,7 @@ def rlmrec_con_kd(
     kd_weight: float,
     temperature: float,
     with_negative_term: bool = True,
+    valid: jax.Array | None = None,
 ) -> jax.Array:
     """RLMRec-Con's kd term (§3.1), CF side as the anchor:
 
@@ -76,14 +91,16 @@ def rlmrec_con_kd(
 
     user_final [U, d], item_final [I, d]: the backbone's final embeddings; user_proj [U, d],
     item_proj [I, d]: the MLP projections of the LLM embeddings; anc, pos, neg: [B] ids.
+    valid: optional [B] 0/1 mask of real rows of a padded batch; B is then Σ valid.
     """
     pos_proj = item_proj[pos]
-    total = cal_infonce(user_final[anc], user_proj[anc], user_proj, temperature)
-    total = total + cal_infonce(item_final[pos], pos_proj, pos_proj, temperature)
+    total = cal_infonce(user_final[anc], user_proj[anc], user_proj, temperature, valid)
+    total = total + cal_infonce(item_final[pos], pos_proj, pos_proj, temperature, valid, valid)
     if with_negative_term:
         neg_proj = item_proj[neg]
-        total = total + cal_infonce(item_final[neg], neg_proj, neg_proj, temperature)
-    return kd_weight * (total / anc.shape[0])
+        total = total + cal_infonce(item_final[neg], neg_proj, neg_proj, temperature, valid, valid)
+    batch = anc.shape[0] if valid is None else jnp.sum(valid)
+    return kd_weight * (total / batch)
 
 
 def node_mask(ego: jax.Array, seeds: jax.Array, token: jax.Array) -> jax.Array:

@@ -45,5 +45,15 @@ class LightGCN(nnx.Module):
         None = the clean graph Â (evaluation). ``plan``: blocked graph products (an execution
         choice; the result is the same).
         """
-        final = lightgcn_propagate(graph, self.ego(), self.num_layers, weights, plan)
+        return self.propagate(graph, self.ego(), weights, plan)
+
+    def propagate(
+        self,
+        graph: jraph.GraphsTuple,
+        ego: jax.Array,
+        weights: jax.Array | None = None,
+        plan: BlockPlan | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """(F_u, F_i) from a given ego matrix [N, d] (e.g. RLMRec-Gen's masked one)."""
+        final = lightgcn_propagate(graph, ego, self.num_layers, weights, plan)
         return final[: self.n_users], final[self.n_users :]

@@ -1,8 +1,9 @@
 """The pure training step and the one-scan epoch.
 
-State is explicit: ``params`` (a pure dict of arrays, merged into the NNX module inside the jitted
-function), ``opt_state`` (optax) and a PRNG key per epoch. Per-step randomness (the edge-dropout
-uniforms) is an argument of :meth:`StepFunctions.loss`, so tests can inject the reference's draws.
+State is explicit: ``params`` (a pure dict ``{"backbone": ..., "method": ...}``; the backbone part
+is merged into the NNX module inside the jitted function), ``opt_state`` (optax) and a PRNG key
+per epoch. Per-step randomness (edge-dropout uniforms, the method's draws) is the ``draws``
+argument of :meth:`StepFunctions.loss`, so tests can inject the reference's draws.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
 from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, make_block_plan
 from darec_jax.kernels import native_spmm_available
 from darec_jax.losses.core import bpr_loss, l2_reg
+from darec_jax.methods import Method, make_method
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
 
@@ -41,6 +43,8 @@ class TrainArrays:
     indptr: jax.Array  # [U+1] CSR of the training matrix
     indices: jax.Array  # [nnz] items sorted within each user row
     plan: BlockPlan | None = None  # blocked graph products (see graph.propagation)
+    user_llm: jax.Array | None = None  # [U, d_L] LLM embeddings (alignment methods only)
+    item_llm: jax.Array | None = None  # [I, d_L]
 
 
 @struct.dataclass
@@ -70,7 +74,10 @@ def resolve_spmm_impl(cfg: Config) -> str:
 
 
 def make_train_arrays(
-    data: InteractionData, spmm_impl: str = "segment_sum", block_edges: int = 10_000
+    data: InteractionData,
+    spmm_impl: str = "segment_sum",
+    block_edges: int = 10_000,
+    with_llm: bool = False,
 ) -> tuple[TrainArrays, int]:
     """Graph + binarised training interactions + CSR; also the binary-search depth."""
     graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
@@ -86,12 +93,20 @@ def make_train_arrays(
         indptr=jnp.asarray(indptr),
         indices=jnp.asarray(indices),
         plan=plan,
+        user_llm=jnp.asarray(data.user_emb, jnp.float32) if with_llm else None,
+        item_llm=jnp.asarray(data.item_emb, jnp.float32) if with_llm else None,
     )
     return arrays, search_steps
 
 
-def init_model(cfg: Config, n_users: int, n_items: int) -> tuple[nnx.GraphDef, Params]:
-    """Build the backbone from the seed and split it into (graphdef, pure params dict)."""
+def init_model(
+    cfg: Config, n_users: int, n_items: int, method: Method, llm_dim: int = 0
+) -> tuple[nnx.GraphDef, Params]:
+    """Build the backbone and the method's parameters from the seed.
+
+    Returns the backbone's graph definition and the parameters as a pure dict
+    ``{"backbone": ..., "method": ...}``.
+    """
     model = LightGCN(
         n_users,
         n_items,
@@ -100,7 +115,9 @@ def init_model(cfg: Config, n_users: int, n_items: int) -> tuple[nnx.GraphDef, P
         rngs=nnx.Rngs(params=cfg.train.seed),
     )
     graphdef, state = nnx.split(model, nnx.Param)
-    return graphdef, nnx.to_pure_dict(state)
+    method_key = jax.random.fold_in(jax.random.key(cfg.train.seed), 1)
+    method_params = method.init_params(method_key, cfg.model.embedding_size, llm_dim)
+    return graphdef, {"backbone": nnx.to_pure_dict(state), "method": method_params}
 
 
 def make_optimizer(cfg: Config) -> optax.GradientTransformation:
@@ -114,6 +131,7 @@ class StepFunctions:
 
     graphdef: nnx.GraphDef
     cfg: Config
+    method: Method
     optimizer: optax.GradientTransformation
     n_items: int
     n_interactions: int
@@ -135,20 +153,39 @@ class StepFunctions:
         graph: jraph.GraphsTuple,
         uniforms: jax.Array | None = None,
         plan: BlockPlan | None = None,
+        draws: dict | None = None,
     ) -> tuple[jax.Array, jax.Array]:
-        """(F_u, F_i); with ``uniforms`` [E] the training forward, else the clean forward."""
-        model = nnx.merge(self.graphdef, params)
-        return model(graph, self.edge_weights(graph, uniforms), plan)
+        """(F_u, F_i). Clean forward by default (evaluation); the training forward with
+        ``uniforms`` [E] (edge dropout) and ``draws`` (the method's ego transform, e.g. masking).
+        """
+        model = nnx.merge(self.graphdef, params["backbone"])
+        ego = model.ego()
+        if draws is not None:
+            ego = self.method.transform_ego(params["method"], ego, draws)
+        return model.propagate(graph, ego, self.edge_weights(graph, uniforms), plan)
 
     def loss(
-        self, params: Params, arrays: TrainArrays, batch: Batch, uniforms: jax.Array | None
+        self, params: Params, arrays: TrainArrays, batch: Batch, draws: dict
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """total = bpr + reg  (BACKBONES.md §2.2; addition order as the reference, Q13)."""
-        fu, fi = self.final_embeddings(params, arrays.graph, uniforms, arrays.plan)
+        """total = bpr + reg + the method's terms (addition order as the reference, Q13).
+
+        ``draws``: this step's random inputs, ``uniforms`` [E] (absent when keep_rate = 1) and
+        the method's own (see :meth:`draw_step_randomness`).
+        """
+        uniforms = draws.get("uniforms")
+        fu, fi = self.final_embeddings(params, arrays.graph, uniforms, arrays.plan, draws)
         bpr = bpr_loss(fu[batch.users], fi[batch.pos], fi[batch.neg], batch.valid)
+        # L2 over every parameter: embeddings and the method's MLPs, biases and tokens.
         reg = self.cfg.model.reg_weight * l2_reg(params)
         total = bpr + reg
-        return total, {"loss": total, "bpr": bpr, "reg": reg}
+        out = {"bpr": bpr, "reg": reg}
+        llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
+        extra = self.method.terms(params["method"], fu, fi, batch, llm, draws)
+        for name in self.method.term_names:
+            total = total + extra[name]
+            out[name] = extra[name]
+        out["loss"] = total
+        return total, out
 
     def step(
         self,
@@ -156,17 +193,20 @@ class StepFunctions:
         opt_state: optax.OptState,
         arrays: TrainArrays,
         batch: Batch,
-        uniforms: jax.Array | None,
+        draws: dict,
     ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
         """One Adam step on one batch with injected per-step randomness."""
-        grads, terms = jax.grad(self.loss, has_aux=True)(params, arrays, batch, uniforms)
+        grads, terms = jax.grad(self.loss, has_aux=True)(params, arrays, batch, draws)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def draw_step_randomness(self, key: jax.Array, n_edges: int) -> jax.Array | None:
-        if self.cfg.model.keep_rate >= 1.0:
-            return None  # the reference draws nothing when keep = 1
-        return jax.random.uniform(key, (n_edges,), jnp.float32)
+    def draw_step_randomness(self, key: jax.Array, n_edges: int) -> dict:
+        """Every random input of one step: edge-dropout uniforms and the method's draws."""
+        k_edges, k_method = jax.random.split(key)
+        draws = dict(self.method.draw(k_method))
+        if self.cfg.model.keep_rate < 1.0:  # the reference draws nothing when keep = 1
+            draws["uniforms"] = jax.random.uniform(k_edges, (n_edges,), jnp.float32)
+        return draws
 
     def epoch_batches(self, key: jax.Array, arrays: TrainArrays) -> Batch:
         """Negatives, shuffle and padding for one epoch: a Batch of shape [n_batches, B]."""
@@ -200,8 +240,8 @@ class StepFunctions:
         def body(carry, xs):
             params, opt_state = carry
             batch, k = xs
-            uniforms = self.draw_step_randomness(k, n_edges)
-            params, opt_state, terms = self.step(params, opt_state, arrays, batch, uniforms)
+            draws = self.draw_step_randomness(k, n_edges)
+            params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
             return (params, opt_state), terms
 
         (params, opt_state), terms = jax.lax.scan(body, (params, opt_state), (batches, step_keys))
@@ -225,14 +265,18 @@ def make_step_functions(
     cfg: Config, data: InteractionData
 ) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
     """Everything the training loop needs: functions, device data, initial params and state."""
+    with_llm = cfg.method != "none"
     arrays, search_steps = make_train_arrays(
-        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges
+        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges, with_llm
     )
-    graphdef, params = init_model(cfg, data.n_users, data.n_items)
+    method = make_method(cfg, data.n_users, data.n_items)
+    llm_dim = int(data.user_emb.shape[1]) if with_llm else 0
+    graphdef, params = init_model(cfg, data.n_users, data.n_items, method, llm_dim)
     optimizer = make_optimizer(cfg)
     fns = StepFunctions(
         graphdef=graphdef,
         cfg=cfg,
+        method=method,
         optimizer=optimizer,
         n_items=data.n_items,
         n_interactions=int(arrays.users.shape[0]),

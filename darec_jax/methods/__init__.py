@@ -1,0 +1,12 @@
+"""Methods layered over a backbone: the bare backbone and RLMRec's alignment baselines.
+
+A backbone gives final embeddings (F_u, F_i) from an ego matrix and its own loss; a method may
+transform the ego matrix (RLMRec-Gen's masking), owns extra parameters (under
+``params["method"]``) and adds its loss terms, in the reference's order, after the backbone's.
+Every random draw of a step comes from :meth:`Method.draw` so tests can inject it.
+"""
+
+from darec_jax.methods.base import Method, NoMethod
+from darec_jax.methods.rlmrec import RlmrecCon, RlmrecGen, make_method
+
+__all__ = ["Method", "NoMethod", "RlmrecCon", "RlmrecGen", "make_method"]

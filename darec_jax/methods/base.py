@@ -1,0 +1,51 @@
+"""The interface a method implements, and the bare backbone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+
+Params = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Method:
+    """The bare backbone: no parameters, no randomness, no extra terms.
+
+    Subclasses override what they need. All functions are pure and traced inside jit.
+    """
+
+    n_users: int
+    n_items: int
+
+    #: names of the terms :meth:`terms` returns, in the order they are added to the loss.
+    term_names: tuple[str, ...] = ()
+
+    def init_params(self, key: jax.Array, cf_dim: int, llm_dim: int) -> Params:
+        return {}
+
+    def draw(self, key: jax.Array) -> dict[str, jax.Array]:
+        """This step's random inputs of the method (injected in equivalence tests)."""
+        return {}
+
+    def transform_ego(self, params: Params, ego: jax.Array, draws: dict) -> jax.Array:
+        """The ego matrix [N, d] that feeds the backbone's forward."""
+        return ego
+
+    def terms(
+        self,
+        params: Params,
+        user_final: jax.Array,
+        item_final: jax.Array,
+        batch: Any,
+        llm: tuple[jax.Array, jax.Array] | None,
+        draws: dict,
+    ) -> dict[str, jax.Array]:
+        """Weighted loss terms, keyed by :attr:`term_names`."""
+        return {}
+
+
+class NoMethod(Method):
+    """``--method none``."""
