@@ -27,7 +27,7 @@ BACKBONES = ("lightgcn", "gccf", "sgl", "simgcl", "dccf", "autocf")
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 # What this version of the package implements; the rest raise a clear error.
 IMPLEMENTED_BACKBONES = ("lightgcn",)
-IMPLEMENTED_METHODS = ("none",)
+IMPLEMENTED_METHODS = ("none", "rlmrec-con", "rlmrec-gen")
 
 
 @dataclass(frozen=True)
