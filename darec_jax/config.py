@@ -27,7 +27,7 @@ BACKBONES = ("lightgcn", "gccf", "sgl", "simgcl", "dccf", "autocf")
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 # What this version of the package implements; the rest raise a clear error.
 IMPLEMENTED_BACKBONES = ("lightgcn",)
-IMPLEMENTED_METHODS = ("none", "rlmrec-con", "rlmrec-gen")
+IMPLEMENTED_METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,30 @@ class RlmrecConfig:
 
 
 @dataclass(frozen=True)
+class DarecConfig:
+    """DaRec (DAREC.md). Every choice the paper leaves open is a named option here."""
+
+    # Width of the four projection heads' outputs; 0 = the CF embedding size d.
+    head_dim: int = 0
+    # Weights of the four terms; 0 switches a term off and skips its computation.
+    lambda_or: float = 0.1
+    lambda_un: float = 0.1
+    lambda_gl: float = 0.1
+    lambda_lo: float = 0.01
+    global_loss: str = "mse"  # "mse" or "kl"
+    global_temperature: float = 1.0  # τ_g of the "kl" form
+    local_temperature: float = 0.2  # τ_l
+    num_clusters: int = 16
+    kmeans_iters: int = 10
+    # Re-cluster before every epoch (the only value implemented so far).
+    recluster_every: int = 1
+    # Rows per set drawn (without replacement) for the pairwise terms; 0 = all rows.
+    pair_sample: int = 1024
+    local_assign: str = "joint"  # "joint" ("matched" is not implemented yet)
+    score_on: str = "backbone"  # "backbone" ("disentangled" is not implemented yet)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs."""
 
@@ -112,6 +136,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     rlmrec: RlmrecConfig = field(default_factory=RlmrecConfig)
+    darec: DarecConfig = field(default_factory=DarecConfig)
 
 
 # Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2.2 and §3.3.
@@ -180,6 +205,22 @@ def validate(cfg: Config) -> Config:
     _check_choice(
         "model.spmm_impl", cfg.model.spmm_impl, ("auto", "segment_sum", "blocked", "native")
     )
+    d = cfg.darec
+    _check_choice("darec.global_loss", d.global_loss, ("mse", "kl"))
+    _check_choice("darec.local_assign", d.local_assign, ("joint", "matched"))
+    _check_choice("darec.score_on", d.score_on, ("backbone", "disentangled"))
+    for key, value, implemented in (
+        ("darec.local_assign", d.local_assign, "joint"),
+        ("darec.score_on", d.score_on, "backbone"),
+        ("darec.recluster_every", d.recluster_every, 1),
+    ):
+        if value != implemented:
+            raise ConfigError(f"{key}={value!r} is not implemented yet; use {implemented!r}")
+    if d.num_clusters < 1 or d.kmeans_iters < 0 or d.pair_sample < 0 or d.head_dim < 0:
+        raise ConfigError(
+            "darec.num_clusters must be >= 1 and darec.kmeans_iters, darec.pair_sample, "
+            "darec.head_dim >= 0"
+        )
     _check_choice("eval.recall_denominator", cfg.eval.recall_denominator, ("gt", "min_k_gt"))
     _check_choice("train.matmul_precision", cfg.train.matmul_precision, ("highest", "default"))
     criteria = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.eval.ks)

@@ -50,7 +50,9 @@ def test_cli_errors_exit_2_with_message(capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert main_run(["--set", "no_equals_sign"]) == 2
     assert "key=value" in capsys.readouterr().err
-    assert main_run(["--method", "darec"]) == 2
+    assert main_run(["--backbone", "sgl"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+    assert main_run(["--method", "darec", "--set", "darec.score_on=disentangled"]) == 2
     assert "not implemented yet" in capsys.readouterr().err
 
 

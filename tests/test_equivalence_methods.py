@@ -191,3 +191,201 @@ def test_method_runs_end_to_end_on_the_planted_world(method, tmp_path):
     res = train_and_evaluate(cfg, tmp_path / method, progress=False, log=lambda _: None)
     assert res["status"] == "finished" and res["method"] == method
     assert 0.0 <= res["test"]["recall@20"] <= 1.0
+
+
+def _darec_setup(overrides):
+    data = _data()
+    base = {
+        "model.layer_num": 2,
+        "model.reg_weight": 1e-2,
+        "train.lr": 1e-2,
+        "model.spmm_impl": "segment_sum",
+        "darec.num_clusters": 4,
+        "darec.pair_sample": 20,
+    }
+    base.update(overrides)
+    cfg = config_lib.build_config("synthetic", "lightgcn", "darec", base)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    d = cfg.darec
+    adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
+    model = ref_methods.LightGCNDaRecRef(
+        data.n_users,
+        data.n_items,
+        adj,
+        data.user_emb,
+        data.item_emb,
+        embedding_size=32,
+        layer_num=2,
+        reg_weight=1e-2,
+        keep_rate=0.8,
+        lambda_or=d.lambda_or,
+        lambda_un=d.lambda_un,
+        lambda_gl=d.lambda_gl,
+        lambda_lo=d.lambda_lo,
+        global_kind=d.global_loss,
+        global_temperature=d.global_temperature,
+        local_temperature=d.local_temperature,
+        num_clusters=d.num_clusters,
+    )
+    pairs = _darec_pairs(model, params)
+    for dst, src in pairs:
+        _copy(dst, src)
+    rows, cols, _ = ref.adjacency_edges(adj)
+    return (
+        cfg,
+        data,
+        fns,
+        arrays,
+        params,
+        opt_state,
+        model,
+        edge_permutation(arrays.graph, rows, cols),
+    )
+
+
+def _darec_pairs(model, tree):
+    out = [
+        (model.user_embeds, tree["backbone"]["user_emb"]),
+        (model.item_embeds, tree["backbone"]["item_emb"]),
+    ]
+    for head in ("cf_specific", "cf_shared", "llm_specific", "llm_shared"):
+        out += _mlp_pairs(getattr(model, head), tree["method"][head])
+    return out
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {
+            "darec.lambda_or": 0.3,
+            "darec.lambda_un": 0.2,
+            "darec.lambda_gl": 0.4,
+            "darec.lambda_lo": 0.5,
+        },
+        {
+            "darec.lambda_or": 0.0,
+            "darec.lambda_un": 0.2,
+            "darec.lambda_gl": 0.4,
+            "darec.lambda_lo": 0.5,
+            "darec.global_loss": "kl",
+            "darec.global_temperature": 0.5,
+        },
+    ],
+)
+def test_darec_terms_gradients_and_adam_step(overrides):
+    cfg, data, fns, arrays, params, opt_state, model, perm = _darec_setup(overrides)
+    rng = np.random.default_rng(2)
+    n_real, size = 45, 64
+    k = rng.integers(0, data.train.users.shape[0], n_real)
+    anc = data.train.users[k].astype(np.int64)
+    pos = data.train.items[k].astype(np.int64)
+    neg = rng.integers(0, data.n_items, n_real).astype(np.int64)
+    pad = size - n_real
+    batch = Batch(
+        users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
+        pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
+        neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
+        valid=jnp.asarray(np.r_[np.ones(n_real), np.zeros(pad)], jnp.float32),
+    )
+    u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(3))
+    u_jax = np.empty(perm.shape[0], np.float32)
+    u_jax[perm] = u_ref.numpy()
+    user_assign = rng.integers(0, 4, data.n_users)
+    item_assign = rng.integers(0, 4, data.n_items)
+    user_subset = rng.choice(n_real, 20, replace=False)
+    item_subset = rng.choice(2 * n_real, 20, replace=False)
+    # Our item set is [pos (64 rows) ; neg (64 rows)]; the reference's is [pos (45) ; neg (45)].
+    item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
+    draws = {
+        "uniforms": jnp.asarray(u_jax),
+        "user_assign": jnp.asarray(user_assign, jnp.int32),
+        "item_assign": jnp.asarray(item_assign, jnp.int32),
+        "user_subset": jnp.asarray(user_subset, jnp.int32),
+        "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
+    }
+    (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
+    model.zero_grad()
+    rtotal, rterms = model.cal_loss(
+        torch.from_numpy(anc),
+        torch.from_numpy(pos),
+        torch.from_numpy(neg),
+        u_ref,
+        torch.from_numpy(user_assign),
+        torch.from_numpy(item_assign),
+        torch.from_numpy(user_subset),
+        torch.from_numpy(item_subset),
+    )
+    rtotal.backward()
+    for name, value in rterms.items():
+        assert_rel_close(terms[name], value.item(), name)
+    assert (terms["orth"] == 0.0) == (cfg.darec.lambda_or == 0.0)
+    assert_rel_close(total, rtotal.item(), "total")
+    for k, (t, g) in enumerate(_darec_pairs(model, grads)):
+        grad = np.zeros(t.shape, np.float32) if t.grad is None else t.grad.numpy()
+        assert_rel_close(g, grad, f"grad {k}")
+    new_params, _, _ = fns.step(params, opt_state, arrays, batch, draws)
+    optim = ref.make_optimizer(model, lr=cfg.train.lr)
+    optim.step()
+    for k, (t, p) in enumerate(_darec_pairs(model, new_params)):
+        assert_rel_close(p, t.detach().numpy(), f"adam {k}")
+
+
+def test_darec_reclustering_matches_reference():
+    cfg, data, fns, arrays, params, _, model, _ = _darec_setup({})
+    user_init, item_init = np.array([0, 7, 19, 33]), np.array([2, 5, 11, 28])
+    fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
+    state = fns.method.epoch_state(
+        params["method"],
+        fu,
+        fi,
+        (arrays.user_llm, arrays.item_llm),
+        None,
+        inits=(jnp.asarray(user_init), jnp.asarray(item_init)),
+    )
+    ua, ia = model.recluster(
+        cfg.darec.kmeans_iters, torch.from_numpy(user_init), torch.from_numpy(item_init)
+    )
+    np.testing.assert_array_equal(np.asarray(state["user_assign"]), ua.numpy())
+    np.testing.assert_array_equal(np.asarray(state["item_assign"]), ia.numpy())
+    # And in training: the epoch draws them from its key (k-means++), one compile per run.
+    key_state = fns.method_epoch_state(params, arrays, jax.random.key(0))
+    assert key_state["user_assign"].shape == (data.n_users,)
+    assert int(key_state["item_assign"].max()) < cfg.darec.num_clusters
+
+
+def test_darec_with_zero_weights_equals_the_bare_backbone():
+    zero = {
+        "darec.lambda_or": 0.0,
+        "darec.lambda_un": 0.0,
+        "darec.lambda_gl": 0.0,
+        "darec.lambda_lo": 0.0,
+        "model.reg_weight": 0.0,
+    }
+    cfg, data, fns, arrays, params, _, _, _ = _darec_setup(zero)
+    bare_cfg = config_lib.build_config(
+        "synthetic",
+        "lightgcn",
+        "none",
+        {"model.layer_num": 2, "model.reg_weight": 0.0, "model.spmm_impl": "segment_sum"},
+    )
+    bare_fns, _, _, _ = make_step_functions(bare_cfg, data)
+    batch = Batch(
+        users=jnp.asarray(data.train.users[:32]),
+        pos=jnp.asarray(data.train.items[:32]),
+        neg=jnp.asarray(data.train.items[32:64]),
+        valid=jnp.ones(32, jnp.float32),
+    )
+    draws = fns.draw_step_randomness(jax.random.key(5), int(arrays.graph.senders.shape[0]))
+    (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
+    bare_params = {"backbone": params["backbone"], "method": {}}
+    bare_draws = {"uniforms": draws["uniforms"]}
+    (bare_total, _), bare_grads = jax.value_and_grad(bare_fns.loss, has_aux=True)(
+        bare_params, arrays, batch, bare_draws
+    )
+    assert float(total) == float(bare_total)
+    for name in ("orth", "unif", "global", "local"):
+        assert float(terms[name]) == 0.0
+    for a, b in zip(
+        jax.tree.leaves(grads["backbone"]), jax.tree.leaves(bare_grads["backbone"]), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)

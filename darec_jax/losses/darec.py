@@ -13,45 +13,67 @@ import jax.numpy as jnp
 from darec_jax.losses.alignment import normalize_eps
 
 
-def orthogonality(specific: jax.Array, shared: jax.Array) -> jax.Array:
-    """mean_n cos(sp_n, sh_n)²  (one view; L_or adds the CF and LLM views).  [m, h] each."""
+def _ones(x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    return jnp.ones((x.shape[0],), x.dtype) if mask is None else mask.astype(x.dtype)
+
+
+def orthogonality(
+    specific: jax.Array, shared: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """mean_n cos(sp_n, sh_n)²  (one view; L_or adds the CF and LLM views).  [m, h] each.
+
+    mask [m]: 0/1 real rows of a padded set (the mean runs over real rows only).
+    """
     cos = jnp.sum(normalize_eps(specific) * normalize_eps(shared), axis=-1)
-    return jnp.mean(jnp.square(cos))
+    w = _ones(specific, mask)
+    return jnp.sum(w * jnp.square(cos)) / jnp.sum(w)
 
 
-def uniformity(x: jax.Array) -> jax.Array:
-    """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of rows of x [m, h]."""
+def uniformity(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of (real) rows of x [m, h]."""
     xn = normalize_eps(x)
     norms = jnp.sum(jnp.square(xn), axis=-1)
     # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b (the rows are only nearly unit: keep the norms).
     sq = jnp.maximum(norms[:, None] + norms[None, :] - 2.0 * (xn @ xn.T), 0.0)  # [m, m]
     m = x.shape[0]
-    upper = jnp.triu(jnp.ones((m, m), bool), k=1)
-    mean = jnp.sum(jnp.where(upper, jnp.exp(-2.0 * sq), 0.0)) / (m * (m - 1) / 2)
-    return jnp.log(mean)
+    w = _ones(x, mask)
+    pairs = jnp.triu(jnp.ones((m, m), x.dtype), k=1) * w[:, None] * w[None, :]
+    return jnp.log(jnp.sum(pairs * jnp.exp(-2.0 * sq)) / jnp.sum(pairs))
 
 
 def global_alignment(
-    shared_cf: jax.Array, shared_llm: jax.Array, kind: str = "mse", temperature: float = 1.0
+    shared_cf: jax.Array,
+    shared_llm: jax.Array,
+    kind: str = "mse",
+    temperature: float = 1.0,
+    mask: jax.Array | None = None,
 ) -> jax.Array:
     """Similarity-structure alignment of the shared parts, S^V = Ẽ^V (Ẽ^V)ᵀ ([m, m]).
 
     mse: mean_{j,k} (S^C_jk − S^L_jk)².  kl: mean_j KL(softmax(S^L_j/τ) ‖ softmax(S^C_j/τ)).
+    mask [m]: real rows; pairs and softmax columns with a padding row are left out.
     """
     s_cf = normalize_eps(shared_cf) @ normalize_eps(shared_cf).T
     s_llm = normalize_eps(shared_llm) @ normalize_eps(shared_llm).T
+    w = _ones(shared_cf, mask)
     if kind == "mse":
-        return jnp.mean(jnp.square(s_cf - s_llm))
+        pairs = w[:, None] * w[None, :]
+        return jnp.sum(pairs * jnp.square(s_cf - s_llm)) / jnp.sum(pairs)
     if kind == "kl":
-        log_p = jax.nn.log_softmax(s_llm / temperature, axis=-1)
-        log_q = jax.nn.log_softmax(s_cf / temperature, axis=-1)
-        return jnp.mean(jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1))
+        column_ok = w[None, :] > 0
+        log_p = jax.nn.log_softmax(jnp.where(column_ok, s_llm / temperature, -jnp.inf), axis=-1)
+        log_q = jax.nn.log_softmax(jnp.where(column_ok, s_cf / temperature, -jnp.inf), axis=-1)
+        per_row = jnp.sum(jnp.where(column_ok, jnp.exp(log_p) * (log_p - log_q), 0.0), axis=-1)
+        return jnp.sum(w * per_row) / jnp.sum(w)
     raise ValueError(f"unknown global alignment {kind!r}; valid: mse, kl")
 
 
-def cluster_centres(x: jax.Array, assign: jax.Array, num_clusters: int) -> jax.Array:
+def cluster_centres(
+    x: jax.Array, assign: jax.Array, num_clusters: int, mask: jax.Array | None = None
+) -> jax.Array:
     """c_k = normalise(Σ_{n: a(n)=k} x̃_n), [K, h] (zero-sum clusters stay ~0)."""
-    sums = jax.ops.segment_sum(normalize_eps(x), assign, num_segments=num_clusters)
+    rows = normalize_eps(x) * _ones(x, mask)[:, None]
+    sums = jax.ops.segment_sum(rows, assign, num_segments=num_clusters)
     return normalize_eps(sums)
 
 
@@ -61,16 +83,18 @@ def local_alignment(
     assign: jax.Array,
     num_clusters: int,
     temperature: float,
+    mask: jax.Array | None = None,
 ) -> jax.Array:
     """Symmetric InfoNCE between the CF and LLM centres of the clusters present in the set:
 
         ½ [ mean_k −log softmax_j(ĉ^C_k·ĉ^L_j/τ)_k + mean_k −log softmax_j(ĉ^L_k·ĉ^C_j/τ)_k ]
 
-    with k, j over present clusters only (masked). assign [m] in [0, K).
+    with k, j over present clusters only (masked). assign [m] in [0, K); mask [m]: real rows.
     """
-    present = jnp.bincount(assign, length=num_clusters) > 0  # [K]
-    c_cf = cluster_centres(shared_cf, assign, num_clusters)
-    c_llm = cluster_centres(shared_llm, assign, num_clusters)
+    w = _ones(shared_cf, mask)
+    present = jax.ops.segment_sum(w, assign, num_segments=num_clusters) > 0  # [K]
+    c_cf = cluster_centres(shared_cf, assign, num_clusters, mask)
+    c_llm = cluster_centres(shared_llm, assign, num_clusters, mask)
     pair = present[:, None] & present[None, :]
 
     def one_way(a: jax.Array, b: jax.Array) -> jax.Array:

@@ -1,4 +1,4 @@
-"""Methods layered over a backbone: the bare backbone and RLMRec's alignment baselines.
+"""Methods layered over a backbone: the bare backbone, RLMRec's baselines and DaRec.
 
 A backbone gives final embeddings (F_u, F_i) from an ego matrix and its own loss; a method may
 transform the ego matrix (RLMRec-Gen's masking), owns extra parameters (under
@@ -7,6 +7,7 @@ Every random draw of a step comes from :meth:`Method.draw` so tests can inject i
 """
 
 from darec_jax.methods.base import Method, NoMethod
+from darec_jax.methods.darec import Darec
 from darec_jax.methods.rlmrec import RlmrecCon, RlmrecGen, make_method
 
-__all__ = ["Method", "NoMethod", "RlmrecCon", "RlmrecGen", "make_method"]
+__all__ = ["Darec", "Method", "NoMethod", "RlmrecCon", "RlmrecGen", "make_method"]

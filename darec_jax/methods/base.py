@@ -30,6 +30,22 @@ class Method:
         """This step's random inputs of the method (injected in equivalence tests)."""
         return {}
 
+    def draw_for_batch(self, key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
+        """This step's random inputs that depend on the batch size (e.g. row subsets)."""
+        return {}
+
+    def epoch_state(
+        self,
+        params: Params,
+        user_final: jax.Array,
+        item_final: jax.Array,
+        llm: tuple[jax.Array, jax.Array] | None,
+        key: jax.Array,
+    ) -> dict[str, jax.Array]:
+        """Inputs computed once before an epoch's steps from the clean forward (e.g. DaRec's
+        cluster assignments); constant, without gradient, during the epoch."""
+        return {}
+
     def transform_ego(self, params: Params, ego: jax.Array, draws: dict) -> jax.Array:
         """The ego matrix [N, d] that feeds the backbone's forward."""
         return ego

@@ -125,4 +125,8 @@ def make_method(cfg: Config, n_users: int, n_items: int) -> Method:
             recon_weight=r.recon_weight,
             recon_temperature=r.recon_temperature,
         )
+    if cfg.method == "darec":
+        from darec_jax.methods.darec import make_darec
+
+        return make_darec(cfg, n_users, n_items)
     raise ConfigError(f"method {cfg.method!r} is not implemented yet")

@@ -202,8 +202,9 @@ class StepFunctions:
 
     def draw_step_randomness(self, key: jax.Array, n_edges: int) -> dict:
         """Every random input of one step: edge-dropout uniforms and the method's draws."""
-        k_edges, k_method = jax.random.split(key)
+        k_edges, k_method, k_batch = jax.random.split(key, 3)
         draws = dict(self.method.draw(k_method))
+        draws.update(self.method.draw_for_batch(k_batch, self.cfg.train.batch_size))
         if self.cfg.model.keep_rate < 1.0:  # the reference draws nothing when keep = 1
             draws["uniforms"] = jax.random.uniform(k_edges, (n_edges,), jnp.float32)
         return draws
@@ -232,20 +233,29 @@ class StepFunctions:
         self, params: Params, opt_state: optax.OptState, arrays: TrainArrays, key: jax.Array
     ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
         """A whole epoch as one scan over batches; returns the mean of each loss term."""
-        k_batches, k_steps = jax.random.split(key)
+        k_batches, k_steps, k_epoch = jax.random.split(key, 3)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
         n_edges = arrays.graph.senders.shape[0]
+        state = self.method_epoch_state(params, arrays, k_epoch)
 
         def body(carry, xs):
             params, opt_state = carry
             batch, k = xs
-            draws = self.draw_step_randomness(k, n_edges)
+            draws = {**state, **self.draw_step_randomness(k, n_edges)}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
             return (params, opt_state), terms
 
         (params, opt_state), terms = jax.lax.scan(body, (params, opt_state), (batches, step_keys))
         return params, opt_state, jax.tree.map(jnp.mean, terms)
+
+    def method_epoch_state(self, params: Params, arrays: TrainArrays, key: jax.Array) -> dict:
+        """The method's per-epoch inputs (e.g. DaRec's clusters) from the clean forward."""
+        if type(self.method).epoch_state is Method.epoch_state:
+            return {}
+        fu, fi = self.final_embeddings(params, arrays.graph, None, arrays.plan)
+        llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
+        return self.method.epoch_state(params["method"], fu, fi, llm, key)
 
     # Jitted entry points. The epoch donates params and optimiser state.
     @functools.cached_property

@@ -1,0 +1,184 @@
+"""DaRec (DAREC.md): disentangle each view into specific and shared parts, align the shared parts
+globally (similarity structure) and locally (preference clusters).
+
+Four heads (Linear → LeakyReLU 0.01 → Linear) map CF rows (d) and LLM rows (d_L) to specific
+and shared parts of width h. Each step, on the batch's user set (the B anchors) and item set
+(the B positives then the B negatives), with x̃ = x / sqrt(1e-8 + ‖x‖²):
+
+    L_or = orth(E^L_sp, E^L_sh) + orth(E^C_sp, E^C_sh)                  (all rows of the set)
+    L_un = U(E^C_sp[S]) + U(E^L_sp[S]);  L_gl = G(E^C_sh[S], E^L_sh[S])  (a random subset S)
+    L_lo = symmetric InfoNCE of the CF and LLM cluster centres           (all rows of the set)
+
+each added over the two sets, then weighted: λ_or L_or + λ_un L_un + λ_gl L_gl + λ_lo L_lo.
+Preference clusters: before every epoch, spherical k-means (k-means++ seeding from the epoch's
+key) on [Ẽ^C_sh ‖ Ẽ^L_sh] of all users, and of all items, from the clean forward; constant (no
+gradient) during the epoch. Because the assignments are a function of (params, epoch key), a
+resumed run recomputes them exactly and they need no checkpoint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+
+from darec_jax.losses.alignment import leaky_mlp, normalize_eps
+from darec_jax.losses.darec import (
+    global_alignment,
+    local_alignment,
+    orthogonality,
+    spherical_kmeans,
+    spherical_kmeans_from,
+    uniformity,
+)
+from darec_jax.methods.base import Method
+from darec_jax.methods.rlmrec import init_mlp
+
+HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
+
+
+@dataclass(frozen=True)
+class Darec(Method):
+    head_dim: int = 0
+    lambda_or: float = 0.1
+    lambda_un: float = 0.1
+    lambda_gl: float = 0.1
+    lambda_lo: float = 0.01
+    global_loss: str = "mse"
+    global_temperature: float = 1.0
+    local_temperature: float = 0.2
+    num_clusters: int = 16
+    kmeans_iters: int = 10
+    pair_sample: int = 1024
+    term_names: tuple[str, ...] = field(default=("orth", "unif", "global", "local"))
+
+    def init_params(self, key, cf_dim, llm_dim):
+        h = self.head_dim or cf_dim
+        keys = jax.random.split(key, 4)
+        return {
+            "cf_specific": init_mlp(keys[0], cf_dim, cf_dim, h),
+            "cf_shared": init_mlp(keys[1], cf_dim, cf_dim, h),
+            "llm_specific": init_mlp(keys[2], llm_dim, (llm_dim + h) // 2, h),
+            "llm_shared": init_mlp(keys[3], llm_dim, (llm_dim + h) // 2, h),
+        }
+
+    # ----------------------------------------------------------------- clustering (per epoch)
+
+    def _cluster_rows(self, params, final, llm):
+        return jnp.concatenate(
+            [
+                normalize_eps(leaky_mlp(params["cf_shared"], final)),
+                normalize_eps(leaky_mlp(params["llm_shared"], llm)),
+            ],
+            axis=1,
+        )
+
+    def epoch_state(self, params, user_final, item_final, llm, key, inits=None):
+        """Cluster assignments of all users and items (constant during the epoch)."""
+        if self.lambda_lo == 0:
+            return {}
+        params = jax.lax.stop_gradient(params)
+        user_rows = self._cluster_rows(params, user_final, llm[0])
+        item_rows = self._cluster_rows(params, item_final, llm[1])
+        if inits is not None:  # injected starting centres (equivalence tests)
+            ua, _ = spherical_kmeans_from(user_rows, inits[0], self.kmeans_iters)
+            ia, _ = spherical_kmeans_from(item_rows, inits[1], self.kmeans_iters)
+        else:
+            ku, ki = jax.random.split(key)
+            ua, _ = spherical_kmeans(ku, user_rows, self.num_clusters, self.kmeans_iters)
+            ia, _ = spherical_kmeans(ki, item_rows, self.num_clusters, self.kmeans_iters)
+        return {"user_assign": ua, "item_assign": ia}
+
+    # ----------------------------------------------------------------- per step
+
+    def subset_sizes(self, batch_size: int) -> tuple[int, int]:
+        m = self.pair_sample
+        return (min(m, batch_size) if m else batch_size), (
+            min(m, 2 * batch_size) if m else 2 * batch_size
+        )
+
+    def draw_for_batch(self, key, batch_size: int):
+        ku, ki = jax.random.split(key)
+        mu, mi = self.subset_sizes(batch_size)
+        return {
+            "user_subset": jax.random.permutation(ku, batch_size)[:mu],
+            "item_subset": jax.random.permutation(ki, 2 * batch_size)[:mi],
+        }
+
+    def _set_terms(self, params, cf_rows, llm_rows, assign, mask, subset):
+        out = {}
+        need_sp = self.lambda_or != 0 or self.lambda_un != 0
+        need_sh = self.lambda_or != 0 or self.lambda_gl != 0 or self.lambda_lo != 0
+        sp_c = leaky_mlp(params["cf_specific"], cf_rows) if need_sp else None
+        sp_l = leaky_mlp(params["llm_specific"], llm_rows) if need_sp else None
+        sh_c = leaky_mlp(params["cf_shared"], cf_rows) if need_sh else None
+        sh_l = leaky_mlp(params["llm_shared"], llm_rows) if need_sh else None
+        if self.lambda_or != 0:
+            out["orth"] = orthogonality(sp_l, sh_l, mask) + orthogonality(sp_c, sh_c, mask)
+        sub_mask = mask[subset]
+        if self.lambda_un != 0:
+            out["unif"] = uniformity(sp_c[subset], sub_mask) + uniformity(sp_l[subset], sub_mask)
+        if self.lambda_gl != 0:
+            out["global"] = global_alignment(
+                sh_c[subset], sh_l[subset], self.global_loss, self.global_temperature, sub_mask
+            )
+        if self.lambda_lo != 0:
+            out["local"] = local_alignment(
+                sh_c, sh_l, assign, self.num_clusters, self.local_temperature, mask
+            )
+        return out
+
+    def terms(self, params, user_final, item_final, batch, llm, draws):
+        items = jnp.concatenate([batch.pos, batch.neg])
+        item_mask = jnp.concatenate([batch.valid, batch.valid])
+        user_assign = draws.get("user_assign")
+        item_assign = draws.get("item_assign")
+        user = self._set_terms(
+            params,
+            user_final[batch.users],
+            llm[0][batch.users],
+            None if user_assign is None else user_assign[batch.users],
+            batch.valid,
+            draws["user_subset"],
+        )
+        item = self._set_terms(
+            params,
+            item_final[items],
+            llm[1][items],
+            None if item_assign is None else item_assign[items],
+            item_mask,
+            draws["item_subset"],
+        )
+        weights = {
+            "orth": self.lambda_or,
+            "unif": self.lambda_un,
+            "global": self.lambda_gl,
+            "local": self.lambda_lo,
+        }
+        out = {}
+        for name in self.term_names:
+            if weights[name] == 0:
+                out[name] = jnp.zeros((), jnp.float32)
+            else:
+                out[name] = weights[name] * (user[name] + item[name])
+        return out
+
+
+def make_darec(cfg, n_users: int, n_items: int) -> Darec:
+    d = cfg.darec
+    return Darec(
+        n_users,
+        n_items,
+        head_dim=d.head_dim,
+        lambda_or=d.lambda_or,
+        lambda_un=d.lambda_un,
+        lambda_gl=d.lambda_gl,
+        lambda_lo=d.lambda_lo,
+        global_loss=d.global_loss,
+        global_temperature=d.global_temperature,
+        local_temperature=d.local_temperature,
+        num_clusters=d.num_clusters,
+        kmeans_iters=d.kmeans_iters,
+        pair_sample=d.pair_sample,
+    )
