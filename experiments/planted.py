@@ -58,7 +58,8 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
         for name, (method, overrides) in runs.items():
             o = {"train.seed": seed, "train.epochs": args.max_epochs, **overrides}
             cfg = config_lib.build_config("synthetic", "lightgcn", method, o)
-            workdir = out / "runs" / label / f"{name.replace(' ', '_')}-seed{seed}"
+            world_dir = "planted world" if world.text_signal else "text view is pure noise"
+            workdir = out / "runs" / world_dir / f"{name.replace(' ', '_')}-seed{seed}"
             done = workdir / "results.json"
             if done.exists():
                 res = json.loads(done.read_text())
@@ -100,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/planted")
     parser.add_argument("--no-ablations", action="store_true")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[],
+                        help="also run DaRec with every λ multiplied by each of these factors "
+                        "(a sweep of the alignment strength), e.g. --sweep 0.3 0.1 0.03")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     table, raw["planted"] = run_world("planted world", world, args.seeds,
                                       _runs(not args.no_ablations), args, out)
     tables.append(table)
+    if args.sweep:
+        base = config_lib.DarecConfig()
+        sweep_runs = {"none": ("none", {}), "darec": ("darec", {})}
+        for f in args.sweep:
+            sweep_runs[f"darec λ×{f:g}"] = ("darec", {
+                "darec.lambda_or": base.lambda_or * f, "darec.lambda_un": base.lambda_un * f,
+                "darec.lambda_gl": base.lambda_gl * f, "darec.lambda_lo": base.lambda_lo * f,
+            })
+        table, raw["sweep"] = run_world("planted world, DaRec weight sweep", world, args.seeds,
+                                        sweep_runs, args, out)
+        tables.append(table)
     noise = dataclasses.replace(world, text_signal=False)
     table, raw["noise"] = run_world("text view is pure noise", noise, args.seeds,
                                     _runs(False), args, out)
