@@ -65,13 +65,17 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
                 res = json.loads(done.read_text())
             else:
                 t0 = time.perf_counter()
-                res = train_and_evaluate(cfg, workdir, data=data, progress=False,
-                                         log=lambda _: None)
+                res = train_and_evaluate(
+                    cfg, workdir, data=data, progress=False, log=lambda _: None
+                )
                 res["wall_seconds"] = time.perf_counter() - t0
                 done.write_text(json.dumps(res, indent=2) + "\n")
             results[name].append(res)
-            print(f"[{label}] seed {seed} {name}: test recall@20 "
-                  f"{res['test']['recall@20']:.4f}", file=sys.stderr, flush=True)
+            print(
+                f"[{label}] seed {seed} {name}: test recall@20 {res['test']['recall@20']:.4f}",
+                file=sys.stderr,
+                flush=True,
+            )
     lines = [
         f"**{label}** — {world.n_users} users, {world.n_items} items, "
         f"{world.interactions_per_user:g} interactions per user on average, LLM dim "
@@ -95,44 +99,64 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments.planted", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.planted",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/planted")
     parser.add_argument("--no-ablations", action="store_true")
-    parser.add_argument("--sweep", type=float, nargs="*", default=[],
-                        help="also run DaRec with every λ multiplied by each of these factors "
-                        "(a sweep of the alignment strength), e.g. --sweep 0.3 0.1 0.03")
+    parser.add_argument(
+        "--sweep",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also run DaRec with every λ multiplied by each of these factors "
+        "(a sweep of the alignment strength), e.g. --sweep 0.3 0.1 0.03",
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     world = SyntheticConfig()
     tables, raw = [], {}
-    table, raw["planted"] = run_world("planted world", world, args.seeds,
-                                      _runs(not args.no_ablations), args, out)
+    table, raw["planted"] = run_world(
+        "planted world", world, args.seeds, _runs(not args.no_ablations), args, out
+    )
     tables.append(table)
     if args.sweep:
         base = config_lib.DarecConfig()
         sweep_runs = {"none": ("none", {}), "darec": ("darec", {})}
         for f in args.sweep:
-            sweep_runs[f"darec λ×{f:g}"] = ("darec", {
-                "darec.lambda_or": base.lambda_or * f, "darec.lambda_un": base.lambda_un * f,
-                "darec.lambda_gl": base.lambda_gl * f, "darec.lambda_lo": base.lambda_lo * f,
-            })
-        table, raw["sweep"] = run_world("planted world, DaRec weight sweep", world, args.seeds,
-                                        sweep_runs, args, out)
+            sweep_runs[f"darec λ×{f:g}"] = (
+                "darec",
+                {
+                    "darec.lambda_or": base.lambda_or * f,
+                    "darec.lambda_un": base.lambda_un * f,
+                    "darec.lambda_gl": base.lambda_gl * f,
+                    "darec.lambda_lo": base.lambda_lo * f,
+                },
+            )
+        table, raw["sweep"] = run_world(
+            "planted world, DaRec weight sweep", world, args.seeds, sweep_runs, args, out
+        )
         tables.append(table)
     noise = dataclasses.replace(world, text_signal=False)
-    table, raw["noise"] = run_world("text view is pure noise", noise, args.seeds,
-                                    _runs(False), args, out)
+    table, raw["noise"] = run_world(
+        "text view is pure noise", noise, args.seeds, _runs(False), args, out
+    )
     tables.append(table)
     text = "\n\n".join(tables)
     print(text)
     (out / "planted.md").write_text(text + "\n")
-    (out / "planted.json").write_text(json.dumps(
-        {k: {m: [r["test"] for r in rs] for m, rs in v.items()} for k, v in raw.items()},
-        indent=2) + "\n")
+    (out / "planted.json").write_text(
+        json.dumps(
+            {k: {m: [r["test"] for r in rs] for m, rs in v.items()} for k, v in raw.items()},
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

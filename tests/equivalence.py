@@ -20,3 +20,18 @@ def assert_rel_close(actual, expected, name: str, rtol: float = RTOL) -> None:
     scale = max(float(np.max(np.abs(e), initial=0.0)), 1e-30)
     err = float(np.max(np.abs(a - e), initial=0.0))
     assert err <= rtol * scale, f"{name}: max abs error {err:.3e} > {rtol:g} x scale {scale:.3e}"
+
+
+def padded_batch(anc, pos, neg, size: int):
+    """A ``Batch`` of the real triples followed by padding rows (masked out by ``valid``)."""
+    import jax.numpy as jnp
+
+    from darec_jax.train.step import Batch
+
+    pad = size - len(anc)
+    return Batch(
+        users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
+        pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
+        neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
+        valid=jnp.asarray(np.r_[np.ones(len(anc)), np.zeros(pad)], jnp.float32),
+    )

@@ -13,8 +13,8 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.eval import evaluate_embeddings, metrics_from_scores, prepare_ranking
 from darec_jax.graph import edge_permutation
-from darec_jax.train.step import Batch, make_step_functions
-from tests.equivalence import assert_rel_close
+from darec_jax.train.step import make_step_functions
+from tests.equivalence import assert_rel_close, padded_batch
 from tests.toy import SHARED_DATA, random_dataset
 
 torch = pytest.importorskip("torch")
@@ -85,13 +85,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     uniforms = None if keep_rate == 1.0 else jnp.asarray(u_jax)
 
     # Our batch is padded to 64 rows; padding must not change anything.
-    pad = 64 - anc.shape[0]
-    batch = Batch(
-        users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
-        pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
-        neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
-        valid=jnp.asarray(np.r_[np.ones(anc.shape[0]), np.zeros(pad)], jnp.float32),
-    )
+    batch = padded_batch(anc, pos, neg, 64)
 
     # Propagated training embeddings.
     fu, fi = fns.final_embeddings(params, arrays.graph, uniforms, arrays.plan)

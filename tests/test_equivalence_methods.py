@@ -14,7 +14,7 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import Batch, make_step_functions
-from tests.equivalence import assert_rel_close
+from tests.equivalence import assert_rel_close, padded_batch
 from tests.toy import random_dataset
 
 torch = pytest.importorskip("torch")
@@ -133,13 +133,7 @@ def test_terms_gradients_and_adam_step(method, overrides):
     anc = data.train.users[k].astype(np.int64)
     pos = data.train.items[k].astype(np.int64)
     neg = rng.integers(0, data.n_items, 45).astype(np.int64)
-    pad = 64 - 45
-    batch = Batch(
-        users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
-        pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
-        neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
-        valid=jnp.asarray(np.r_[np.ones(45), np.zeros(pad)], jnp.float32),
-    )
+    batch = padded_batch(anc, pos, neg, 64)
     u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(1))
     u_jax = np.empty(perm.shape[0], np.float32)
     u_jax[perm] = u_ref.numpy()
@@ -280,13 +274,7 @@ def test_darec_terms_gradients_and_adam_step(overrides):
     anc = data.train.users[k].astype(np.int64)
     pos = data.train.items[k].astype(np.int64)
     neg = rng.integers(0, data.n_items, n_real).astype(np.int64)
-    pad = size - n_real
-    batch = Batch(
-        users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
-        pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
-        neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
-        valid=jnp.asarray(np.r_[np.ones(n_real), np.zeros(pad)], jnp.float32),
-    )
+    batch = padded_batch(anc, pos, neg, size)
     u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(3))
     u_jax = np.empty(perm.shape[0], np.float32)
     u_jax[perm] = u_ref.numpy()
