@@ -35,3 +35,14 @@ def padded_batch(anc, pos, neg, size: int):
         neg=jnp.asarray(np.r_[neg, np.ones(pad, np.int64)], jnp.int32),
         valid=jnp.asarray(np.r_[np.ones(len(anc)), np.zeros(pad)], jnp.float32),
     )
+
+
+def injected_uniforms(perm: np.ndarray, seed: int):
+    """One edge-dropout draw for both sides: (torch [E] in the reference's storage order,
+    numpy [E] in our edge order), aligned by ``perm`` (reference entry k = our edge perm[k])."""
+    import torch
+
+    u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(seed))
+    u_ours = np.empty(perm.shape[0], np.float32)
+    u_ours[perm] = u_ref.numpy()
+    return u_ref, u_ours

@@ -14,7 +14,7 @@ from darec_jax import config as config_lib
 from darec_jax.eval import evaluate_embeddings, metrics_from_scores, prepare_ranking
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import make_step_functions
-from tests.equivalence import assert_rel_close, padded_batch
+from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
 from tests.toy import SHARED_DATA, random_dataset
 
 torch = pytest.importorskip("torch")
@@ -78,10 +78,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     )
     assert (arrays.plan is None) == (spmm_impl == "segment_sum")
     anc, pos, neg = _batch(data, 50, seed=layer_num)
-    n_edges = perm.shape[0]
-    u_ref = torch.rand(n_edges, generator=torch.Generator().manual_seed(layer_num))
-    u_jax = np.empty(n_edges, np.float32)
-    u_jax[perm] = u_ref.numpy()  # the same draw for the same directed entry
+    u_ref, u_jax = injected_uniforms(perm, seed=layer_num)  # same draw, same directed entry
     uniforms = None if keep_rate == 1.0 else jnp.asarray(u_jax)
 
     # Our batch is padded to 64 rows; padding must not change anything.

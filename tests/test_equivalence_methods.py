@@ -14,7 +14,7 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import Batch, make_step_functions
-from tests.equivalence import assert_rel_close, padded_batch
+from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
 from tests.toy import random_dataset
 
 torch = pytest.importorskip("torch")
@@ -67,29 +67,22 @@ def _setup(method, overrides):
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
     common = dict(embedding_size=32, layer_num=2, reg_weight=1e-2, keep_rate=0.8)
+    r = cfg.rlmrec
     if method == "rlmrec-con":
-        model = ref_methods.LightGCNPlusRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            data.user_emb,
-            data.item_emb,
-            **common,
-            kd_weight=cfg.rlmrec.kd_weight,
-            kd_temperature=cfg.rlmrec.kd_temperature,
+        cls, options = (
+            ref_methods.LightGCNPlusRef,
+            dict(kd_weight=r.kd_weight, kd_temperature=r.kd_temperature),
         )
     else:
-        model = ref_methods.LightGCNGeneRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            data.user_emb,
-            data.item_emb,
-            **common,
-            mask_ratio=cfg.rlmrec.mask_ratio,
-            recon_weight=cfg.rlmrec.recon_weight,
-            recon_temperature=cfg.rlmrec.recon_temperature,
+        cls, options = (
+            ref_methods.LightGCNGeneRef,
+            dict(
+                mask_ratio=r.mask_ratio,
+                recon_weight=r.recon_weight,
+                recon_temperature=r.recon_temperature,
+            ),
         )
+    model = cls(data.n_users, data.n_items, adj, data.user_emb, data.item_emb, **common, **options)
     # (torch parameter, JAX parameter) pairs; the JAX initialisation goes into torch.
     pairs = [
         (model.user_embeds, params["backbone"]["user_emb"]),
@@ -134,9 +127,7 @@ def test_terms_gradients_and_adam_step(method, overrides):
     pos = data.train.items[k].astype(np.int64)
     neg = rng.integers(0, data.n_items, 45).astype(np.int64)
     batch = padded_batch(anc, pos, neg, 64)
-    u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(1))
-    u_jax = np.empty(perm.shape[0], np.float32)
-    u_jax[perm] = u_ref.numpy()
+    u_ref, u_jax = injected_uniforms(perm, seed=1)
     draws = {"uniforms": jnp.asarray(u_jax)}
     extra = {}
     if method == "rlmrec-gen":
@@ -275,9 +266,7 @@ def test_darec_terms_gradients_and_adam_step(overrides):
     pos = data.train.items[k].astype(np.int64)
     neg = rng.integers(0, data.n_items, n_real).astype(np.int64)
     batch = padded_batch(anc, pos, neg, size)
-    u_ref = torch.rand(perm.shape[0], generator=torch.Generator().manual_seed(3))
-    u_jax = np.empty(perm.shape[0], np.float32)
-    u_jax[perm] = u_ref.numpy()
+    u_ref, u_jax = injected_uniforms(perm, seed=3)
     user_assign = rng.integers(0, 4, data.n_users)
     item_assign = rng.integers(0, 4, data.n_items)
     user_subset = rng.choice(n_real, 20, replace=False)

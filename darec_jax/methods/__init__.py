@@ -8,6 +8,7 @@ Every random draw of a step comes from :meth:`Method.draw` so tests can inject i
 
 from darec_jax.methods.base import Method, NoMethod
 from darec_jax.methods.darec import Darec
-from darec_jax.methods.rlmrec import RlmrecCon, RlmrecGen, make_method
+from darec_jax.methods.factory import make_method
+from darec_jax.methods.rlmrec import RlmrecCon, RlmrecGen
 
 __all__ = ["Darec", "Method", "NoMethod", "RlmrecCon", "RlmrecGen", "make_method"]

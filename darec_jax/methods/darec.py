@@ -163,22 +163,3 @@ class Darec(Method):
             else:
                 out[name] = weights[name] * (user[name] + item[name])
         return out
-
-
-def make_darec(cfg, n_users: int, n_items: int) -> Darec:
-    d = cfg.darec
-    return Darec(
-        n_users,
-        n_items,
-        head_dim=d.head_dim,
-        lambda_or=d.lambda_or,
-        lambda_un=d.lambda_un,
-        lambda_gl=d.lambda_gl,
-        lambda_lo=d.lambda_lo,
-        global_loss=d.global_loss,
-        global_temperature=d.global_temperature,
-        local_temperature=d.local_temperature,
-        num_clusters=d.num_clusters,
-        kmeans_iters=d.kmeans_iters,
-        pair_sample=d.pair_sample,
-    )

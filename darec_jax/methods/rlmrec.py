@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 
-from darec_jax.config import Config
-from darec_jax.errors import ConfigError
 from darec_jax.losses.alignment import leaky_mlp, node_mask, rlmrec_con_kd, rlmrec_gen_recon
-from darec_jax.methods.base import Method, NoMethod, Params
+from darec_jax.methods.base import Method, Params
 from darec_jax.models.lightgcn import xavier_uniform
 
 
@@ -108,25 +106,3 @@ class RlmrecGen(Method):
             self.recon_temperature,
         )
         return {"recon": recon}
-
-
-def make_method(cfg: Config, n_users: int, n_items: int) -> Method:
-    """The method the config names."""
-    r = cfg.rlmrec
-    if cfg.method == "none":
-        return NoMethod(n_users, n_items)
-    if cfg.method == "rlmrec-con":
-        return RlmrecCon(n_users, n_items, kd_weight=r.kd_weight, kd_temperature=r.kd_temperature)
-    if cfg.method == "rlmrec-gen":
-        return RlmrecGen(
-            n_users,
-            n_items,
-            mask_ratio=r.mask_ratio,
-            recon_weight=r.recon_weight,
-            recon_temperature=r.recon_temperature,
-        )
-    if cfg.method == "darec":
-        from darec_jax.methods.darec import make_darec
-
-        return make_darec(cfg, n_users, n_items)
-    raise ConfigError(f"method {cfg.method!r} is not implemented yet")

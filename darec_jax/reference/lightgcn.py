@@ -38,6 +38,23 @@ def reg_params(model: nn.Module) -> torch.Tensor:
     return reg
 
 
+def propagate(adj: torch.Tensor, ego: torch.Tensor, layer_num: int) -> torch.Tensor:
+    """LightGCN propagation from E^{(0)}: F = 0 + E^{(0)} + … + E^{(L)}, E^{(l)} = adj·E^{(l-1)}.
+
+    Args:
+        adj: (N, N) sparse COO.
+        ego: [N, d] E^{(0)}.
+        layer_num: L.
+
+    Returns:
+        [N, d] F.
+    """
+    layers = [ego]
+    for _ in range(layer_num):
+        layers.append(torch.sparse.mm(adj, layers[-1]))
+    return sum(layers)
+
+
 class LightGCNRef(nn.Module):
     """LightGCN with RLMRec's edge-dropout training forward.
 
@@ -121,10 +138,7 @@ class LightGCNRef(nn.Module):
             (F_u [U, d], F_i [I, d]).
         """
         embeds = torch.cat([self.user_embeds, self.item_embeds], dim=0)  # [N, d]
-        layers = [embeds]
-        for _ in range(self.layer_num):
-            layers.append(torch.sparse.mm(adj, layers[-1]))
-        final = sum(layers)  # left to right from 0: ((0 + E0) + E1) + …
+        final = propagate(adj, embeds, self.layer_num)
         return final[: self.n_users], final[self.n_users :]
 
     def cal_loss(

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from darec_jax.reference.lightgcn import LightGCNRef, bpr_loss_sum, reg_params
+from darec_jax.reference.lightgcn import LightGCNRef, bpr_loss_sum, propagate, reg_params
 from darec_jax.reference.losses import (
     AlignMLP,
     global_alignment,
@@ -33,25 +33,6 @@ from darec_jax.reference.losses import (
 )
 
 __all__ = ["LightGCNDaRecRef", "LightGCNGeneRef", "LightGCNPlusRef", "propagate"]
-
-
-def propagate(adj: torch.Tensor, ego: torch.Tensor, layer_num: int) -> torch.Tensor:
-    """LightGCN propagation from E^{(0)}: F = 0 + E^{(0)} + … + E^{(L)}, E^{(l)} = adj·E^{(l-1)}.
-
-    Same arithmetic (and summation order) as :meth:`LightGCNRef.forward`.
-
-    Args:
-        adj: (N, N) sparse COO.
-        ego: [N, d] E^{(0)}.
-        layer_num: L.
-
-    Returns:
-        [N, d] F.
-    """
-    layers = [ego]
-    for _ in range(layer_num):
-        layers.append(torch.sparse.mm(adj, layers[-1]))
-    return sum(layers)
 
 
 def _as_buffer(x: np.ndarray | torch.Tensor, rows: int, name: str) -> torch.Tensor:
