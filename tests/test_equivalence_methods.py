@@ -83,15 +83,8 @@ def _setup(method, overrides):
             ),
         )
     model = cls(data.n_users, data.n_items, adj, data.user_emb, data.item_emb, **common, **options)
-    # (torch parameter, JAX parameter) pairs; the JAX initialisation goes into torch.
-    pairs = [
-        (model.user_embeds, params["backbone"]["user_emb"]),
-        (model.item_embeds, params["backbone"]["item_emb"]),
-    ]
-    pairs += _mlp_pairs(model.mlp, params["method"]["mlp"])
-    if method == "rlmrec-gen":
-        pairs.append((model.masker_token, params["method"]["mask_token"]))
-    for dst, src in pairs:
+    # The JAX initialisation goes into torch.
+    for dst, src in _tree_pairs(model, method, params):
         _copy(dst, src)
     rows, cols, _ = ref.adjacency_edges(adj)
     perm = edge_permutation(arrays.graph, rows, cols)
