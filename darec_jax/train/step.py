@@ -202,11 +202,14 @@ class StepFunctions:
 
     def draw_step_randomness(self, key: jax.Array, n_edges: int) -> dict:
         """Every random input of one step: edge-dropout uniforms and the method's draws."""
-        k_edges, k_method, k_batch = jax.random.split(key, 3)
-        draws = dict(self.method.draw(k_method))
-        draws.update(self.method.draw_for_batch(k_batch, self.cfg.train.batch_size))
+        # The backbone's draw uses the step key itself; the method's keys are folded from it, so
+        # adding a method never changes the backbone's random stream.
+        draws = dict(self.method.draw(jax.random.fold_in(key, 1)))
+        draws.update(
+            self.method.draw_for_batch(jax.random.fold_in(key, 2), self.cfg.train.batch_size)
+        )
         if self.cfg.model.keep_rate < 1.0:  # the reference draws nothing when keep = 1
-            draws["uniforms"] = jax.random.uniform(k_edges, (n_edges,), jnp.float32)
+            draws["uniforms"] = jax.random.uniform(key, (n_edges,), jnp.float32)
         return draws
 
     def epoch_batches(self, key: jax.Array, arrays: TrainArrays) -> Batch:
@@ -233,11 +236,11 @@ class StepFunctions:
         self, params: Params, opt_state: optax.OptState, arrays: TrainArrays, key: jax.Array
     ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
         """A whole epoch as one scan over batches; returns the mean of each loss term."""
-        k_batches, k_steps, k_epoch = jax.random.split(key, 3)
+        k_batches, k_steps = jax.random.split(key)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
         n_edges = arrays.graph.senders.shape[0]
-        state = self.method_epoch_state(params, arrays, k_epoch)
+        state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
 
         def body(carry, xs):
             params, opt_state = carry
