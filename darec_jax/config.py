@@ -118,12 +118,16 @@ class DarecConfig:
     local_temperature: float = 0.2  # τ_l
     num_clusters: int = 16
     kmeans_iters: int = 10
-    # Re-cluster before every epoch (the only value implemented so far).
+    # Recompute the preference clusters before every n-th epoch (1 = every epoch, "adaptive");
+    # in between the assignments are kept (and checkpointed with the train state).
     recluster_every: int = 1
     # Rows per set drawn (without replacement) for the pairwise terms; 0 = all rows.
     pair_sample: int = 1024
-    local_assign: str = "joint"  # "joint" ("matched" is not implemented yet)
-    score_on: str = "backbone"  # "backbone" ("disentangled" is not implemented yet)
+    # "joint": one k-means on [CF ‖ LLM] shared parts serves both views; "matched": k-means per
+    # view, LLM clusters paired with CF clusters by an exact assignment on centre cosines.
+    local_assign: str = "joint"
+    # "backbone": BPR and ranking use E^C; "disentangled": they use [E^C_sp ‖ E^C_sh].
+    score_on: str = "backbone"
 
 
 @dataclass(frozen=True)
@@ -209,13 +213,8 @@ def validate(cfg: Config) -> Config:
     _check_choice("darec.global_loss", d.global_loss, ("mse", "kl"))
     _check_choice("darec.local_assign", d.local_assign, ("joint", "matched"))
     _check_choice("darec.score_on", d.score_on, ("backbone", "disentangled"))
-    for key, value, implemented in (
-        ("darec.local_assign", d.local_assign, "joint"),
-        ("darec.score_on", d.score_on, "backbone"),
-        ("darec.recluster_every", d.recluster_every, 1),
-    ):
-        if value != implemented:
-            raise ConfigError(f"{key}={value!r} is not implemented yet; use {implemented!r}")
+    if d.recluster_every < 1:
+        raise ConfigError("darec.recluster_every must be >= 1 (epochs between reclusterings)")
     if d.num_clusters < 1 or d.kmeans_iters < 0 or d.pair_sample < 0 or d.head_dim < 0:
         raise ConfigError(
             "darec.num_clusters must be >= 1 and darec.kmeans_iters, darec.pair_sample, "

@@ -52,8 +52,10 @@ def test_cli_errors_exit_2_with_message(capsys):
     assert "key=value" in capsys.readouterr().err
     assert main_run(["--backbone", "sgl"]) == 2
     assert "not implemented yet" in capsys.readouterr().err
-    assert main_run(["--method", "darec", "--set", "darec.score_on=disentangled"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main_run(["--method", "darec", "--set", "darec.score_on=both"]) == 2
+    assert "valid: backbone, disentangled" in capsys.readouterr().err
+    assert main_run(["--method", "darec", "--set", "darec.recluster_every=0"]) == 2
+    assert "recluster_every must be >= 1" in capsys.readouterr().err
 
 
 def test_cli_list_keys(capsys):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from darec_jax import config as config_lib
+from darec_jax.eval import evaluate_embeddings, prepare_ranking
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import Batch, make_step_functions
 from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
@@ -204,6 +205,8 @@ def _darec_setup(overrides):
         global_temperature=d.global_temperature,
         local_temperature=d.local_temperature,
         num_clusters=d.num_clusters,
+        local_assign=d.local_assign,
+        score_on=d.score_on,
     )
     pairs = _darec_pairs(model, params)
     for dst, src in pairs:
@@ -248,6 +251,8 @@ def _darec_pairs(model, tree):
             "darec.global_loss": "kl",
             "darec.global_temperature": 0.5,
         },
+        {"darec.lambda_lo": 0.5, "darec.local_assign": "matched"},
+        {"darec.lambda_or": 0.3, "darec.lambda_lo": 0.5, "darec.score_on": "disentangled"},
     ],
 )
 def test_darec_terms_gradients_and_adam_step(overrides):
@@ -264,6 +269,9 @@ def test_darec_terms_gradients_and_adam_step(overrides):
     item_assign = rng.integers(0, 4, data.n_items)
     user_subset = rng.choice(n_real, 20, replace=False)
     item_subset = rng.choice(2 * n_real, 20, replace=False)
+    matched = cfg.darec.local_assign == "matched"
+    user_llm = rng.integers(0, 4, data.n_users) if matched else None
+    item_llm = rng.integers(0, 4, data.n_items) if matched else None
     # Our item set is [pos (64 rows) ; neg (64 rows)]; the reference's is [pos (45) ; neg (45)].
     item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
     draws = {
@@ -273,6 +281,9 @@ def test_darec_terms_gradients_and_adam_step(overrides):
         "user_subset": jnp.asarray(user_subset, jnp.int32),
         "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
     }
+    if matched:
+        draws["user_assign_llm"] = jnp.asarray(user_llm, jnp.int32)
+        draws["item_assign_llm"] = jnp.asarray(item_llm, jnp.int32)
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     model.zero_grad()
     rtotal, rterms = model.cal_loss(
@@ -284,6 +295,8 @@ def test_darec_terms_gradients_and_adam_step(overrides):
         torch.from_numpy(item_assign),
         torch.from_numpy(user_subset),
         torch.from_numpy(item_subset),
+        None if user_llm is None else torch.from_numpy(user_llm),
+        None if item_llm is None else torch.from_numpy(item_llm),
     )
     rtotal.backward()
     for name, value in rterms.items():
@@ -300,9 +313,23 @@ def test_darec_terms_gradients_and_adam_step(overrides):
         assert_rel_close(p, t.detach().numpy(), f"adam {k}")
 
 
-def test_darec_reclustering_matches_reference():
-    cfg, data, fns, arrays, params, _, model, _ = _darec_setup({})
+@pytest.mark.parametrize("assign", ["joint", "matched"])
+def test_darec_reclustering_matches_reference(assign):
+    cfg, data, fns, arrays, params, _, model, _ = _darec_setup({"darec.local_assign": assign})
     user_init, item_init = np.array([0, 7, 19, 33]), np.array([2, 5, 11, 28])
+    if assign == "joint":
+        inits = {"user": user_init, "item": item_init}
+        names = ("user_assign", "item_assign")
+    else:  # per view: the CF view's initial rows, then the LLM view's
+        user_init = np.stack([user_init, np.array([3, 4, 25, 39])])
+        item_init = np.stack([item_init, np.array([1, 9, 14, 22])])
+        inits = {
+            "user_cf": user_init[0],
+            "user_llm": user_init[1],
+            "item_cf": item_init[0],
+            "item_llm": item_init[1],
+        }
+        names = ("user_assign", "item_assign", "user_assign_llm", "item_assign_llm")
     fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
     state = fns.method.epoch_state(
         params["method"],
@@ -310,17 +337,39 @@ def test_darec_reclustering_matches_reference():
         fi,
         (arrays.user_llm, arrays.item_llm),
         None,
-        inits=(jnp.asarray(user_init), jnp.asarray(item_init)),
+        inits={k: jnp.asarray(v) for k, v in inits.items()},
     )
-    ua, ia = model.recluster(
+    ref_state = model.recluster(
         cfg.darec.kmeans_iters, torch.from_numpy(user_init), torch.from_numpy(item_init)
     )
-    np.testing.assert_array_equal(np.asarray(state["user_assign"]), ua.numpy())
-    np.testing.assert_array_equal(np.asarray(state["item_assign"]), ia.numpy())
+    assert set(state) == set(names)
+    for name, value in zip(names, ref_state, strict=True):
+        np.testing.assert_array_equal(np.asarray(state[name]), value.numpy())
     # And in training: the epoch draws them from its key (k-means++), one compile per run.
     key_state = fns.method_epoch_state(params, arrays, jax.random.key(0))
     assert key_state["user_assign"].shape == (data.n_users,)
     assert int(key_state["item_assign"].max()) < cfg.darec.num_clusters
+
+
+def test_darec_disentangled_scores_and_metrics_match_reference():
+    cfg, data, fns, arrays, params, _, model, _ = _darec_setup({"darec.score_on": "disentangled"})
+    su, si = fns.scoring_embeddings(params, arrays.graph, arrays.plan)
+    with torch.no_grad():
+        ru, ri = model.eval_embeddings()
+    assert su.shape[1] == 2 * cfg.model.embedding_size
+    assert_rel_close(su, ru.numpy(), "user scoring vectors")
+    assert_rel_close(si, ri.numpy(), "item scoring vectors")
+    train, test = data.train, data.test
+    task = prepare_ranking(
+        data.n_users, data.n_items, train.users, train.items, test.users, test.items, 16
+    )
+    ours = evaluate_embeddings(su, si, task, (5, 10))
+    theirs = ref.evaluate(
+        model, data.n_items, train.users, train.items, test.users, test.items, (5, 10)
+    )
+    assert set(theirs) == set(ours)
+    for name, value in theirs.items():
+        assert ours[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
 def test_darec_with_zero_weights_equals_the_bare_backbone():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from darec_jax.losses.alignment import normalize_eps
 
@@ -84,17 +86,25 @@ def local_alignment(
     num_clusters: int,
     temperature: float,
     mask: jax.Array | None = None,
+    assign_llm: jax.Array | None = None,
 ) -> jax.Array:
     """Symmetric InfoNCE between the CF and LLM centres of the clusters present in the set:
 
         ½ [ mean_k −log softmax_j(ĉ^C_k·ĉ^L_j/τ)_k + mean_k −log softmax_j(ĉ^L_k·ĉ^C_j/τ)_k ]
 
     with k, j over present clusters only (masked). assign [m] in [0, K); mask [m]: real rows.
+    ``assign_llm`` [m]: the LLM view's own assignment (``local_assign=matched``, already
+    relabelled to the paired CF cluster); a cluster is then present when both views have a row
+    of the set in it. None: one joint assignment serves both views.
     """
     w = _ones(shared_cf, mask)
     present = jax.ops.segment_sum(w, assign, num_segments=num_clusters) > 0  # [K]
+    if assign_llm is None:
+        assign_llm = assign
+    else:
+        present &= jax.ops.segment_sum(w, assign_llm, num_segments=num_clusters) > 0
     c_cf = cluster_centres(shared_cf, assign, num_clusters, mask)
-    c_llm = cluster_centres(shared_llm, assign, num_clusters, mask)
+    c_llm = cluster_centres(shared_llm, assign_llm, num_clusters, mask)
     pair = present[:, None] & present[None, :]
 
     def one_way(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -104,6 +114,27 @@ def local_alignment(
         return jnp.sum(diag) / jnp.sum(present)
 
     return 0.5 * (one_way(c_cf, c_llm) + one_way(c_llm, c_cf))
+
+
+def _match_on_host(similarity: np.ndarray) -> np.ndarray:
+    rows, cols = linear_sum_assignment(np.asarray(similarity, np.float64), maximize=True)
+    partner = np.empty(similarity.shape[1], np.int32)
+    partner[cols] = rows
+    return partner
+
+
+def match_clusters(centres_cf: jax.Array, centres_llm: jax.Array) -> jax.Array:
+    """Pair the LLM clusters with the CF clusters by maximum total centre cosine similarity.
+
+    An exact assignment solver (``scipy.optimize.linear_sum_assignment``) runs on the host
+    through a callback, so this works inside jit. Returns ``partner`` [K] int32: LLM cluster j is
+    paired with CF cluster ``partner[j]`` (relabel an LLM assignment a with ``partner[a]``).
+    """
+    sim = normalize_eps(centres_cf) @ normalize_eps(centres_llm).T
+    k = centres_llm.shape[0]
+    return jax.pure_callback(
+        _match_on_host, jax.ShapeDtypeStruct((k,), jnp.int32), jax.lax.stop_gradient(sim)
+    )
 
 
 def spherical_kmeans_from(

@@ -46,6 +46,11 @@ class Method:
         cluster assignments); constant, without gradient, during the epoch."""
         return {}
 
+    def score_rows(self, params: Params, rows: jax.Array) -> jax.Array:
+        """The vectors whose inner product scores a user–item pair (BPR and ranking), from the
+        backbone's final embedding rows [n, d]. The backbone's rows themselves by default."""
+        return rows
+
     def transform_ego(self, params: Params, ego: jax.Array, draws: dict) -> jax.Array:
         """The ego matrix [N, d] that feeds the backbone's forward."""
         return ego

@@ -10,10 +10,12 @@ and shared parts of width h. Each step, on the batch's user set (the B anchors) 
     L_lo = symmetric InfoNCE of the CF and LLM cluster centres           (all rows of the set)
 
 each added over the two sets, then weighted: λ_or L_or + λ_un L_un + λ_gl L_gl + λ_lo L_lo.
-Preference clusters: before every epoch, spherical k-means (k-means++ seeding from the epoch's
-key) on [Ẽ^C_sh ‖ Ẽ^L_sh] of all users, and of all items, from the clean forward; constant (no
-gradient) during the epoch. Because the assignments are a function of (params, epoch key), a
-resumed run recomputes them exactly and they need no checkpoint.
+Preference clusters: before every `recluster_every`-th epoch, spherical k-means (k-means++
+seeding from the epoch's key) of all users, and of all items, from the clean forward — jointly on
+[Ẽ^C_sh ‖ Ẽ^L_sh] (``local_assign=joint``) or per view with the LLM clusters paired to the CF
+clusters by an exact assignment on the host (``matched``); constant (no gradient) until the next
+reclustering, and checkpointed with the train state. ``score_on=disentangled`` scores pairs (BPR
+and ranking) with [E^C_sp ‖ E^C_sh] instead of E^C.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from darec_jax.losses.alignment import leaky_mlp, normalize_eps
 from darec_jax.losses.darec import (
     global_alignment,
     local_alignment,
+    match_clusters,
     orthogonality,
     spherical_kmeans,
     spherical_kmeans_from,
@@ -51,6 +54,9 @@ class Darec(Method):
     num_clusters: int = 16
     kmeans_iters: int = 10
     pair_sample: int = 1024
+    local_assign: str = "joint"
+    score_on: str = "backbone"
+    recluster_every: int = 1
     term_names: tuple[str, ...] = field(default=("orth", "unif", "global", "local"))
 
     def init_params(self, key, cf_dim, llm_dim):
@@ -65,30 +71,66 @@ class Darec(Method):
 
     # ----------------------------------------------------------------- clustering (per epoch)
 
-    def _cluster_rows(self, params, final, llm):
-        return jnp.concatenate(
-            [
-                normalize_eps(leaky_mlp(params["cf_shared"], final)),
-                normalize_eps(leaky_mlp(params["llm_shared"], llm)),
-            ],
-            axis=1,
-        )
-
     def epoch_state(self, params, user_final, item_final, llm, key, inits=None):
-        """Cluster assignments of all users and items (constant during the epoch)."""
+        """Cluster assignments of all users and items (constant until the next reclustering).
+
+        ``joint``: one assignment per row from k-means on [Ẽ^C_sh ‖ Ẽ^L_sh]. ``matched``: k-means
+        on each view's Ẽ_sh separately, then the LLM clusters relabelled to their paired CF
+        cluster (:func:`match_clusters`); the state then also holds ``*_assign_llm``.
+        ``inits``: injected initial centre row ids (equivalence tests), keyed ``user`` /
+        ``item`` (joint) or ``user_cf`` / ``user_llm`` / ``item_cf`` / ``item_llm`` (matched).
+        """
         if self.lambda_lo == 0:
             return {}
         params = jax.lax.stop_gradient(params)
-        user_rows = self._cluster_rows(params, user_final, llm[0])
-        item_rows = self._cluster_rows(params, item_final, llm[1])
-        if inits is not None:  # injected starting centres (equivalence tests)
-            ua, _ = spherical_kmeans_from(user_rows, inits[0], self.kmeans_iters)
-            ia, _ = spherical_kmeans_from(item_rows, inits[1], self.kmeans_iters)
+        views = {
+            "user": (
+                self._view_rows(params, "cf_shared", user_final),
+                self._view_rows(params, "llm_shared", llm[0]),
+            ),
+            "item": (
+                self._view_rows(params, "cf_shared", item_final),
+                self._view_rows(params, "llm_shared", llm[1]),
+            ),
+        }
+        if key is None:  # injected starting centres: no randomness needed
+            keys = {"user": None, "item": None}
         else:
-            ku, ki = jax.random.split(key)
-            ua, _ = spherical_kmeans(ku, user_rows, self.num_clusters, self.kmeans_iters)
-            ia, _ = spherical_kmeans(ki, item_rows, self.num_clusters, self.kmeans_iters)
-        return {"user_assign": ua, "item_assign": ia}
+            keys = dict(zip(("user", "item"), jax.random.split(key), strict=True))
+        out = {}
+        for side, (cf_rows, llm_rows) in views.items():
+            if self.local_assign == "joint":
+                rows = jnp.concatenate([cf_rows, llm_rows], axis=1)
+                out[f"{side}_assign"] = self._kmeans(rows, keys[side], inits, side)
+                continue
+            k_cf, k_llm = (None, None) if key is None else jax.random.split(keys[side])
+            a_cf, c_cf = self._kmeans(cf_rows, k_cf, inits, f"{side}_cf", centres=True)
+            a_llm, c_llm = self._kmeans(llm_rows, k_llm, inits, f"{side}_llm", centres=True)
+            out[f"{side}_assign"] = a_cf
+            out[f"{side}_assign_llm"] = match_clusters(c_cf, c_llm)[a_llm]
+        return out
+
+    @staticmethod
+    def _view_rows(params, head, x):
+        return normalize_eps(leaky_mlp(params[head], x))
+
+    def _kmeans(self, rows, key, inits, name, centres=False):
+        if inits is not None:
+            assign, cen = spherical_kmeans_from(rows, inits[name], self.kmeans_iters)
+        else:
+            assign, cen = spherical_kmeans(key, rows, self.num_clusters, self.kmeans_iters)
+        return (assign, cen) if centres else assign
+
+    # ----------------------------------------------------------------- scoring
+
+    def score_rows(self, params, rows):
+        """``score_on=disentangled``: [E^C_sp ‖ E^C_sh] scores a pair (BPR and ranking)."""
+        if self.score_on == "backbone":
+            return rows
+        return jnp.concatenate(
+            [leaky_mlp(params["cf_specific"], rows), leaky_mlp(params["cf_shared"], rows)],
+            axis=-1,
+        )
 
     # ----------------------------------------------------------------- per step
 
@@ -106,7 +148,7 @@ class Darec(Method):
             "item_subset": jax.random.permutation(ki, 2 * batch_size)[:mi],
         }
 
-    def _set_terms(self, params, cf_rows, llm_rows, assign, mask, subset):
+    def _set_terms(self, params, cf_rows, llm_rows, assign, mask, subset, assign_llm=None):
         out = {}
         need_sp = self.lambda_or != 0 or self.lambda_un != 0
         need_sh = self.lambda_or != 0 or self.lambda_gl != 0 or self.lambda_lo != 0
@@ -125,30 +167,35 @@ class Darec(Method):
             )
         if self.lambda_lo != 0:
             out["local"] = local_alignment(
-                sh_c, sh_l, assign, self.num_clusters, self.local_temperature, mask
+                sh_c, sh_l, assign, self.num_clusters, self.local_temperature, mask, assign_llm
             )
         return out
 
     def terms(self, params, user_final, item_final, batch, llm, draws):
         items = jnp.concatenate([batch.pos, batch.neg])
         item_mask = jnp.concatenate([batch.valid, batch.valid])
-        user_assign = draws.get("user_assign")
-        item_assign = draws.get("item_assign")
+
+        def rows_of(name, ids):
+            a = draws.get(name)
+            return None if a is None else a[ids]
+
         user = self._set_terms(
             params,
             user_final[batch.users],
             llm[0][batch.users],
-            None if user_assign is None else user_assign[batch.users],
+            rows_of("user_assign", batch.users),
             batch.valid,
             draws["user_subset"],
+            rows_of("user_assign_llm", batch.users),
         )
         item = self._set_terms(
             params,
             item_final[items],
             llm[1][items],
-            None if item_assign is None else item_assign[items],
+            rows_of("item_assign", items),
             item_mask,
             draws["item_subset"],
+            rows_of("item_assign_llm", items),
         )
         weights = {
             "orth": self.lambda_or,

@@ -293,11 +293,13 @@ def local_alignment(
     assign: torch.Tensor,
     num_clusters: int,
     temperature: float,
+    assign_llm: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Local structure alignment (DAREC.md §6), symmetric InfoNCE over present cluster centres.
 
-    c^V_k = normalise(Σ_{n: a(n)=k} Ẽ^V_sh,n) for each view V; only the P clusters with at least
-    one row in the set take part. With G_kj = c^C_k · c^L_j / τ over present k, j:
+    c^V_k = normalise(Σ_{n: a^V(n)=k} Ẽ^V_sh,n) for each view V (a^C = ``assign``; a^L =
+    ``assign_llm``, or ``assign`` when None); only the P clusters with at least one row of the
+    set in every view take part. With G_kj = c^C_k · c^L_j / τ over present k, j:
 
         L = ½ [ mean_k −log_softmax_j(G)_kk + mean_k −log_softmax_j(Gᵀ)_kk ]
 
@@ -307,15 +309,19 @@ def local_alignment(
         assign: [n] int64 cluster ids in [0, K).
         num_clusters: K.
         temperature: τ_l.
+        assign_llm: [n] int64 cluster ids of the LLM view (``local_assign=matched``).
 
     Returns:
         Scalar.
     """
+    assign_l = assign if assign_llm is None else assign_llm
     ec, el = normalize_eps(sh_c), normalize_eps(sh_l)
     d = ec.shape[1]
     sum_c = torch.zeros(num_clusters, d, dtype=ec.dtype).index_add(0, assign, ec)
-    sum_l = torch.zeros(num_clusters, d, dtype=el.dtype).index_add(0, assign, el)
-    present = torch.bincount(assign, minlength=num_clusters) > 0
+    sum_l = torch.zeros(num_clusters, d, dtype=el.dtype).index_add(0, assign_l, el)
+    present = (torch.bincount(assign, minlength=num_clusters) > 0) & (
+        torch.bincount(assign_l, minlength=num_clusters) > 0
+    )
     cen_c = normalize_eps(sum_c[present])  # [P, d_h]
     cen_l = normalize_eps(sum_l[present])
     logits = cen_c @ cen_l.T / temperature  # [P, P], G_kj = c^C_k·c^L_j/τ

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from darec_jax.reference.lightgcn import LightGCNRef, bpr_loss_sum, propagate, reg_params
@@ -237,6 +238,10 @@ class LightGCNDaRecRef(_SemanticBase):
         global_temperature: τ_g (kl only).
         local_temperature: τ_l.
         num_clusters: K.
+        local_assign: "joint" (one k-means on both views) or "matched" (k-means per view,
+            clusters paired by an exact assignment on centre cosine similarity).
+        score_on: "backbone" (F scores pairs) or "disentangled" ([f_C,sp(F) ‖ f_C,sh(F)] does,
+            in BPR and in ranking).
     """
 
     def __init__(
@@ -259,11 +264,19 @@ class LightGCNDaRecRef(_SemanticBase):
         global_temperature: float = 1.0,
         local_temperature: float = 0.2,
         num_clusters: int = 16,
+        local_assign: str = "joint",
+        score_on: str = "backbone",
     ) -> None:
         super().__init__(n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate)
         ds = self._init_semantic(usr_emb, itm_emb)
         if global_kind not in ("mse", "kl"):
             raise ValueError(f"global_kind must be 'mse' or 'kl', got {global_kind!r}")
+        if local_assign not in ("joint", "matched"):
+            raise ValueError(f"local_assign must be 'joint' or 'matched', got {local_assign!r}")
+        if score_on not in ("backbone", "disentangled"):
+            raise ValueError(f"score_on must be 'backbone' or 'disentangled', got {score_on!r}")
+        self.local_assign = local_assign
+        self.score_on = score_on
         head_dim = embedding_size if head_dim is None else head_dim
         self.head_dim = head_dim
         self.lambda_or = lambda_or
@@ -285,6 +298,7 @@ class LightGCNDaRecRef(_SemanticBase):
         e_l: torch.Tensor,
         assign: torch.Tensor | None,
         subset: torch.Tensor | None,
+        assign_llm: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
         """Unweighted DaRec terms of one set (None where the λ is 0)."""
         need_sp = self.lambda_or != 0 or self.lambda_un != 0
@@ -306,9 +320,23 @@ class LightGCNDaRecRef(_SemanticBase):
             )
         if self.lambda_lo != 0:
             out["local"] = local_alignment(
-                sh_c, sh_l, assign, self.num_clusters, self.local_temperature
+                sh_c, sh_l, assign, self.num_clusters, self.local_temperature, assign_llm
             )
         return out
+
+    def score_vectors(self, rows: torch.Tensor) -> torch.Tensor:
+        """The vectors whose inner product scores a pair: F itself, or [f_C,sp(F) ‖ f_C,sh(F)]."""
+        if self.score_on == "backbone":
+            return rows
+        return torch.cat([self.cf_specific(rows), self.cf_shared(rows)], dim=1)
+
+    def _bpr(self, user_final, item_final, anc, pos, neg):
+        s = self.score_vectors
+        return bpr_loss_sum(s(user_final[anc]), s(item_final[pos]), s(item_final[neg])) / len(anc)
+
+    def eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        user_final, item_final = self.forward(self.adj)
+        return self.score_vectors(user_final), self.score_vectors(item_final)
 
     def cal_loss(
         self,
@@ -320,6 +348,8 @@ class LightGCNDaRecRef(_SemanticBase):
         item_assign: torch.Tensor | None = None,
         user_subset: torch.Tensor | None = None,
         item_subset: torch.Tensor | None = None,
+        user_assign_llm: torch.Tensor | None = None,
+        item_assign_llm: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One step's loss on the edge-dropped forward.
 
@@ -334,6 +364,7 @@ class LightGCNDaRecRef(_SemanticBase):
             item_assign: int64 [I] cluster ids in [0, K).
             user_subset: int64 indices into the B user-set rows (None = all).
             item_subset: int64 indices into the 2B item-set rows (None = all).
+            user_assign_llm, item_assign_llm: the LLM view's own assignments (``matched``).
 
         Returns:
             (total, {"bpr", "reg", "orth", "unif", "global", "local"}), each already weighted.
@@ -347,8 +378,14 @@ class LightGCNDaRecRef(_SemanticBase):
         items = torch.cat([pos, neg])
         u_assign = None if user_assign is None else torch.as_tensor(user_assign)[anc]
         i_assign = None if item_assign is None else torch.as_tensor(item_assign)[items]
-        user_terms = self._set_terms(user_final[anc], self.usr_emb[anc], u_assign, user_subset)
-        item_terms = self._set_terms(item_final[items], self.itm_emb[items], i_assign, item_subset)
+        u_llm = None if user_assign_llm is None else torch.as_tensor(user_assign_llm)[anc]
+        i_llm = None if item_assign_llm is None else torch.as_tensor(item_assign_llm)[items]
+        user_terms = self._set_terms(
+            user_final[anc], self.usr_emb[anc], u_assign, user_subset, u_llm
+        )
+        item_terms = self._set_terms(
+            item_final[items], self.itm_emb[items], i_assign, item_subset, i_llm
+        )
 
         terms: dict[str, torch.Tensor] = {"bpr": bpr, "reg": reg}
         total = bpr + reg
@@ -370,43 +407,52 @@ class LightGCNDaRecRef(_SemanticBase):
     @torch.no_grad()
     def recluster(
         self, iters: int, user_init: torch.Tensor, item_init: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Joint spherical k-means of users and of items on [Ê^C_sh ‖ Ê^L_sh] (DAREC.md §6).
+    ) -> tuple[torch.Tensor, ...]:
+        """Spherical k-means of users and of items (DAREC.md §6), clean forward, no gradient.
 
-        Clean forward over the full Â (no edge drop), no gradient.
+        ``joint``: on the rows [Ê^C_sh ‖ Ê^L_sh]; returns (user_assign, item_assign).
+        ``matched``: on Ê^C_sh and on Ê^L_sh separately; the LLM clusters are relabelled to the
+        CF cluster they are paired with by ``scipy.optimize.linear_sum_assignment`` (maximum
+        total cosine similarity of the final centres); returns (user_assign, item_assign,
+        user_assign_llm, item_assign_llm).
 
         Args:
             iters: k-means iterations.
-            user_init: int64 [K] user row ids of the initial centres.
-            item_init: int64 [K] item row ids of the initial centres.
-
-        Returns:
-            (user_assign int64 [U], item_assign int64 [I]), values in [0, K).
+            user_init: int64 [K] user row ids of the initial centres (``matched``: [2, K], the
+                CF view's then the LLM view's).
+            item_init: int64 [K] (``matched``: [2, K]) item row ids of the initial centres.
         """
         was_training = self.training
         self.eval()
         try:
             user_final, item_final = self.forward(self.adj)
-            user_rows = torch.cat(
-                [
-                    normalize_eps(self.cf_shared(user_final)),
-                    normalize_eps(self.llm_shared(self.usr_emb)),
-                ],
-                dim=1,
-            )
-            item_rows = torch.cat(
-                [
-                    normalize_eps(self.cf_shared(item_final)),
-                    normalize_eps(self.llm_shared(self.itm_emb)),
-                ],
-                dim=1,
-            )
-            user_assign, _ = spherical_kmeans(
-                user_rows, self.num_clusters, iters, torch.as_tensor(user_init, dtype=torch.int64)
-            )
-            item_assign, _ = spherical_kmeans(
-                item_rows, self.num_clusters, iters, torch.as_tensor(item_init, dtype=torch.int64)
-            )
+            out = [
+                self._cluster(
+                    normalize_eps(self.cf_shared(final)),
+                    normalize_eps(self.llm_shared(llm)),
+                    iters,
+                    torch.as_tensor(init, dtype=torch.int64),
+                )
+                for final, llm, init in (
+                    (user_final, self.usr_emb, user_init),
+                    (item_final, self.itm_emb, item_init),
+                )
+            ]
         finally:
             self.train(was_training)
-        return user_assign, item_assign
+        if self.local_assign == "joint":
+            return out[0][0], out[1][0]
+        return out[0][0], out[1][0], out[0][1], out[1][1]
+
+    def _cluster(self, cf_rows, llm_rows, iters, init):
+        k = self.num_clusters
+        if self.local_assign == "joint":
+            assign, _ = spherical_kmeans(torch.cat([cf_rows, llm_rows], dim=1), k, iters, init)
+            return assign, None
+        a_cf, c_cf = spherical_kmeans(cf_rows, k, iters, init[0])
+        a_llm, c_llm = spherical_kmeans(llm_rows, k, iters, init[1])
+        sim = (normalize_eps(c_cf) @ normalize_eps(c_llm).T).double().numpy()
+        cf_ids, llm_ids = linear_sum_assignment(sim, maximize=True)
+        partner = torch.empty(k, dtype=torch.int64)
+        partner[torch.as_tensor(llm_ids)] = torch.as_tensor(cf_ids, dtype=torch.int64)
+        return a_cf, partner[a_llm]

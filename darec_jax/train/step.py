@@ -164,6 +164,16 @@ class StepFunctions:
             ego = self.method.transform_ego(params["method"], ego, draws)
         return model.propagate(graph, ego, self.edge_weights(graph, uniforms), plan)
 
+    def scoring_embeddings(
+        self, params: Params, graph: jraph.GraphsTuple, plan: BlockPlan | None = None
+    ) -> tuple[jax.Array, jax.Array]:
+        """What ranking scores with: the clean forward's rows through the method's
+        :meth:`~darec_jax.methods.Method.score_rows` (the final embeddings themselves unless a
+        method scores otherwise, e.g. DaRec with ``score_on=disentangled``)."""
+        fu, fi = self.final_embeddings(params, graph, None, plan)
+        score = functools.partial(self.method.score_rows, params["method"])
+        return score(fu), score(fi)
+
     def loss(
         self, params: Params, arrays: TrainArrays, batch: Batch, draws: dict
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -174,7 +184,10 @@ class StepFunctions:
         """
         uniforms = draws.get("uniforms")
         fu, fi = self.final_embeddings(params, arrays.graph, uniforms, arrays.plan, draws)
-        bpr = bpr_loss(fu[batch.users], fi[batch.pos], fi[batch.neg], batch.valid)
+        score = functools.partial(self.method.score_rows, params["method"])
+        bpr = bpr_loss(
+            score(fu[batch.users]), score(fi[batch.pos]), score(fi[batch.neg]), batch.valid
+        )
         # L2 over every parameter: embeddings and the method's MLPs, biases and tokens.
         reg = self.cfg.model.reg_weight * l2_reg(params)
         total = bpr + reg
@@ -233,14 +246,26 @@ class StepFunctions:
         )
 
     def epoch(
-        self, params: Params, opt_state: optax.OptState, arrays: TrainArrays, key: jax.Array
+        self,
+        params: Params,
+        opt_state: optax.OptState,
+        arrays: TrainArrays,
+        key: jax.Array,
+        method_state: dict | None = None,
     ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-        """A whole epoch as one scan over batches; returns the mean of each loss term."""
+        """A whole epoch as one scan over batches; returns the mean of each loss term.
+
+        ``method_state``: the method's per-epoch inputs (e.g. DaRec's clusters) when the caller
+        keeps them across epochs; None computes them here from ``fold_in(key, 1)``, as
+        :meth:`method_epoch_state` with the epoch key does.
+        """
         k_batches, k_steps = jax.random.split(key)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
         n_edges = arrays.graph.senders.shape[0]
-        state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
+        state = method_state
+        if state is None:
+            state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
 
         def body(carry, xs):
             params, opt_state = carry
@@ -272,6 +297,14 @@ class StepFunctions:
     @functools.cached_property
     def jit_final_embeddings(self):
         return jax.jit(self.final_embeddings)
+
+    @functools.cached_property
+    def jit_scoring_embeddings(self):
+        return jax.jit(self.scoring_embeddings)
+
+    @functools.cached_property
+    def jit_method_epoch_state(self):
+        return jax.jit(self.method_epoch_state)
 
 
 def make_step_functions(

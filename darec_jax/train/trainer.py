@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -174,7 +175,7 @@ def train_and_evaluate(
     )
 
     def evaluate(p, task: RankingTask) -> dict[str, float]:
-        fu, fi = fns.jit_final_embeddings(p, arrays.graph, None, arrays.plan)
+        fu, fi = fns.jit_scoring_embeddings(p, arrays.graph, arrays.plan)
         return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
 
     (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
@@ -183,8 +184,21 @@ def train_and_evaluate(
     best = CheckpointSlot(workdir / "checkpoints" / "best")
     loop = LoopState()
     best_params = params
+    # The method's per-epoch inputs (DaRec's cluster assignments): recomputed every
+    # `recluster_every` epochs, kept in between, and checkpointed with the train state.
+    state_shapes = jax.eval_shape(fns.method_epoch_state, params, arrays, jax.random.key(0))
+    method_state = None
+    every = max(1, int(getattr(fns.method, "recluster_every", 1)))
+
+    def train_state():
+        return (params, opt_state, method_state) if state_shapes else (params, opt_state)
+
     if resume:
-        (params, opt_state), meta = latest.restore((params, opt_state))
+        if state_shapes:
+            method_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
+        restored, meta = latest.restore(train_state())
+        params, opt_state = restored[:2]
+        method_state = restored[2] if state_shapes else None
         loop = LoopState(**meta["loop"])
         best_params, _ = best.restore(params) if best.latest_step() is not None else (params, None)
         _truncate_log(metrics_log, loop.next_epoch)
@@ -206,9 +220,12 @@ def train_and_evaluate(
         first_epoch = epoch
         while not loop.stopped and epoch < cfg.train.epochs:
             t0 = time.perf_counter()
-            params, opt_state, terms = fns.jit_epoch(
-                params, opt_state, arrays, epoch_key(cfg.train.seed, epoch)
-            )
+            key = epoch_key(cfg.train.seed, epoch)
+            if state_shapes and (method_state is None or epoch % every == 0):
+                method_state = fns.jit_method_epoch_state(
+                    params, arrays, jax.random.fold_in(key, 1)
+                )
+            params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, key, method_state)
             terms = {k: float(v) for k, v in terms.items()}
             loop.train_seconds += time.perf_counter() - t0
             record: dict[str, Any] = {"epoch": epoch, "train": terms}
@@ -243,7 +260,7 @@ def train_and_evaluate(
                 meta = {"loop": loop.__dict__}
                 if loop.best_epoch == epoch:
                     best.save(epoch, best_params, meta)
-                latest.save(epoch, (params, opt_state), meta)
+                latest.save(epoch, train_state(), meta)
             epoch += 1
             if paused:
                 break
