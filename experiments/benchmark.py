@@ -7,11 +7,24 @@ either framework slows several-fold when the other runs beside it). Each side ti
 training epochs and full evaluations after a warm-up and reports medians; peak memory is the
 side's process peak RSS. The parent prints a Markdown table with the JAX / PyTorch ratios and
 saves it (and the raw JSON) under ``--out``.
+
+Per method (``--methods``): the training seconds per epoch of LightGCN with each alignment method,
+JAX and PyTorch reference, each relative to ``none`` on its own side::
+
+    python -m experiments.benchmark --dataset yelp --data-dir ../shared/data/yelp \
+        --methods none rlmrec-con rlmrec-gen darec --epochs 5
+
+The LLM embeddings are stand-ins (seeded standard normal float32 of width ``--llm-dim``, the same
+arrays on both sides; any a dataset has are replaced): a speed benchmark, not an accuracy claim.
+Each (side, method) runs alone in its own subprocess; the table goes to
+``speed_<dataset>_methods.md`` (and ``.json``) under ``--out``, and the LightGCN table above is
+not run.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,10 +40,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
+# Seed of the stand-in LLM embeddings (the same arrays on both sides).
+LLM_SEED = 0
+
+
 def _load(args):
     from darec_jax.data import load_dataset
 
     return load_dataset(args.dataset, data_dir=args.data_dir, download=False)
+
+
+def with_standin_llm(data, llm_dim: int, seed: int = LLM_SEED):
+    """``data`` with stand-in LLM embeddings: standard normal float32, [U, llm_dim] then
+    [I, llm_dim] from one seeded generator (replacing any the dataset has)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    user_emb = rng.standard_normal((data.n_users, llm_dim), dtype=np.float32)
+    item_emb = rng.standard_normal((data.n_items, llm_dim), dtype=np.float32)
+    return dataclasses.replace(data, user_emb=user_emb, item_emb=item_emb)
 
 
 def _time_repeats(fn, repeats: int) -> list[float]:
@@ -42,17 +71,35 @@ def _time_repeats(fn, repeats: int) -> list[float]:
     return out
 
 
+def _jax_trainer(cfg, data):
+    """(fns, arrays, state, epoch): ``epoch()`` runs one jitted training epoch to completion."""
+    import jax
+
+    from darec_jax.train.step import epoch_key, make_step_functions
+
+    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    state = {"p": params, "o": opt_state, "e": 0}
+
+    def epoch():
+        state["p"], state["o"], terms = fns.jit_epoch(
+            state["p"], state["o"], arrays, epoch_key(0, state["e"])
+        )
+        jax.block_until_ready(terms)
+        state["e"] += 1
+
+    return fns, arrays, state, epoch
+
+
 def run_jax(args) -> dict:
     import jax
 
     from darec_jax import config as config_lib
     from darec_jax.eval import evaluate_embeddings, prepare_ranking
-    from darec_jax.train.step import epoch_key, make_step_functions
 
     data = _load(args)
     cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
-    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state, epoch = _jax_trainer(cfg, data)
     task = prepare_ranking(
         data.n_users,
         data.n_items,
@@ -62,14 +109,6 @@ def run_jax(args) -> dict:
         data.val.items,
         cfg.eval.user_chunk,
     )
-    state = {"p": params, "o": opt_state, "e": 0}
-
-    def epoch():
-        state["p"], state["o"], terms = fns.jit_epoch(
-            state["p"], state["o"], arrays, epoch_key(0, state["e"])
-        )
-        jax.block_until_ready(terms)
-        state["e"] += 1
 
     def evaluate():
         fu, fi = fns.jit_final_embeddings(state["p"], arrays.graph, None, arrays.plan)
@@ -91,27 +130,56 @@ def run_jax(args) -> dict:
     }
 
 
+def _torch_model(cfg, data):
+    """The reference model of ``cfg.method`` with the hyper-parameters of the JAX config."""
+    from darec_jax.reference import LightGCNRef, normalized_adjacency
+    from darec_jax.reference.methods import LightGCNDaRecRef, LightGCNGeneRef, LightGCNPlusRef
+
+    adj = normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
+    m, r, d = cfg.model, cfg.rlmrec, cfg.darec
+    backbone = (m.embedding_size, m.layer_num, m.reg_weight, m.keep_rate)
+    if cfg.method == "none":
+        return LightGCNRef(data.n_users, data.n_items, adj, *backbone)
+    common = (data.n_users, data.n_items, adj, data.user_emb, data.item_emb, *backbone)
+    if cfg.method == "rlmrec-con":
+        return LightGCNPlusRef(*common, kd_weight=r.kd_weight, kd_temperature=r.kd_temperature)
+    if cfg.method == "rlmrec-gen":
+        return LightGCNGeneRef(
+            *common,
+            mask_ratio=r.mask_ratio,
+            recon_weight=r.recon_weight,
+            recon_temperature=r.recon_temperature,
+        )
+    if cfg.method == "darec":
+        return LightGCNDaRecRef(
+            *common,
+            head_dim=d.head_dim or None,
+            lambda_or=d.lambda_or,
+            lambda_un=d.lambda_un,
+            lambda_gl=d.lambda_gl,
+            lambda_lo=d.lambda_lo,
+            global_kind=d.global_loss,
+            global_temperature=d.global_temperature,
+            local_temperature=d.local_temperature,
+            num_clusters=d.num_clusters,
+            local_assign=d.local_assign,
+            score_on=d.score_on,
+        )
+    raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
+
+
 def run_torch(args, pipeline: str = "vectorised") -> dict:
     import numpy as np
     import torch
 
     from darec_jax import config as config_lib
-    from darec_jax.reference import LightGCNRef, evaluate, make_optimizer, normalized_adjacency
+    from darec_jax.reference import evaluate, make_optimizer
     from darec_jax.reference.train import train_epoch
 
     torch.manual_seed(0)
     data = _load(args)
     cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
-    adj = normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    model = LightGCNRef(
-        data.n_users,
-        data.n_items,
-        adj,
-        cfg.model.embedding_size,
-        cfg.model.layer_num,
-        cfg.model.reg_weight,
-        cfg.model.keep_rate,
-    )
+    model = _torch_model(cfg, data)
     optim = make_optimizer(model, cfg.train.lr)
     rng = np.random.RandomState(0)
 
@@ -155,6 +223,110 @@ def run_torch(args, pipeline: str = "vectorised") -> dict:
     }
 
 
+def run_jax_method(args, method: str, data=None) -> dict:
+    """Training seconds per epoch of LightGCN + ``method``, JAX side (``data``: default
+    ``--dataset``), with stand-in LLM embeddings; the first epoch includes compilation and, for
+    DaRec, every epoch its re-clustering."""
+    import jax
+
+    from darec_jax import config as config_lib
+
+    data = with_standin_llm(_load(args) if data is None else data, args.llm_dim)
+    cfg = config_lib.build_config(args.dataset, "lightgcn", method)
+    fns, _, _, epoch = _jax_trainer(cfg, data)
+    first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation
+    epochs = _time_repeats(epoch, args.epochs)
+    return {
+        "side": "jax",
+        "method": method,
+        "version": jax.__version__,
+        "device": str(jax.devices()[0]),
+        "steps_per_epoch": fns.n_batches,
+        "epoch_seconds": epochs,
+        "first_epoch_seconds": first_epoch,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _torch_step_inputs(cfg, model, state: dict):
+    """The per-step random inputs the reference model of ``cfg.method`` needs (None: none),
+    drawn from the global torch generator; DaRec's assignments are read from ``state``."""
+    import torch
+
+    if cfg.method == "rlmrec-gen":
+        n_nodes, n_seeds = model.n_users + model.n_items, model.num_seeds()
+        return lambda batch: {"seeds": torch.randperm(n_nodes)[:n_seeds]}
+    if cfg.method != "darec":
+        return None
+    m = cfg.darec.pair_sample
+
+    def darec_inputs(batch: int) -> dict:
+        out = {}
+        if cfg.darec.lambda_lo != 0:
+            out["user_assign"], out["item_assign"] = state["assign"]
+        if m:  # pair subsets as the JAX side draws them: min(m, B) of B, min(m, 2B) of 2B
+            out["user_subset"] = torch.randperm(batch)[: min(m, batch)]
+            out["item_subset"] = torch.randperm(2 * batch)[: min(m, 2 * batch)]
+        return out
+
+    return darec_inputs
+
+
+def run_torch_method(args, method: str, data=None) -> dict:
+    """Training seconds per epoch of LightGCN + ``method``, PyTorch reference (vectorised data
+    path), with the same stand-in LLM embeddings; DaRec re-clusters inside every timed epoch
+    (k-means from random initial rows)."""
+    import numpy as np
+    import torch
+
+    from darec_jax import config as config_lib
+    from darec_jax.reference import make_optimizer
+    from darec_jax.reference.train import train_epoch
+
+    torch.manual_seed(0)
+    data = with_standin_llm(_load(args) if data is None else data, args.llm_dim)
+    cfg = config_lib.build_config(args.dataset, "lightgcn", method)
+    model = _torch_model(cfg, data)
+    optim = make_optimizer(model, cfg.train.lr)
+    rng = np.random.RandomState(0)
+    state: dict = {}
+    step_inputs = _torch_step_inputs(cfg, model, state)
+    recluster = method == "darec" and cfg.darec.lambda_lo != 0
+    k = cfg.darec.num_clusters
+
+    def epoch():
+        if recluster:
+            state["assign"] = model.recluster(
+                cfg.darec.kmeans_iters,
+                torch.randperm(data.n_users)[:k],
+                torch.randperm(data.n_items)[:k],
+            )
+        train_epoch(
+            model,
+            optim,
+            data.train.users,
+            data.train.items,
+            data.n_items,
+            rng,
+            batch_size=cfg.train.batch_size,
+            step_inputs=step_inputs,
+        )
+
+    first_epoch = _time_repeats(epoch, 1)[0]
+    epochs = _time_repeats(epoch, args.epochs)
+    return {
+        "side": "torch",
+        "method": method,
+        "version": torch.__version__,
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "steps_per_epoch": -(-data.train.nnz // cfg.train.batch_size),
+        "epoch_seconds": epochs,
+        "first_epoch_seconds": first_epoch,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 def _table(res: dict, args) -> str:
     med = statistics.median
     jx, tv, tr = res["jax"], res["torch"], res["torch-rlmrec"]
@@ -188,7 +360,80 @@ def _table(res: dict, args) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _methods_table(res: dict, args) -> str:
+    """Markdown: per method, seconds per epoch on each side and the ratios to ``none``."""
+    med = statistics.median
+    jx, tr = res["jax"], res["torch"]
+    any_jx, any_tr = next(iter(jx.values())), next(iter(tr.values()))
+    jax_none = med(jx["none"]["epoch_seconds"]) if "none" in jx else None
+    ref_none = med(tr["none"]["epoch_seconds"]) if "none" in tr else None
+
+    def ratio(a: float, b: float | None) -> str:
+        return "—" if b is None else f"{a / b:.3f}"
+
+    lines = [
+        f"LightGCN with each method, {args.dataset} ({any_jx['steps_per_epoch']} steps per "
+        f"epoch), stand-in LLM embeddings (standard normal float32, width {args.llm_dim}, seed "
+        f"{LLM_SEED}, the same arrays on both sides); training seconds per epoch, median of "
+        f"{args.epochs} timed epochs after one warm-up epoch (JAX: with compilation), each "
+        f"(side, method) alone in its own process; {os.cpu_count()} CPU cores, "
+        f"{platform.machine()}, JAX {any_jx['version']} ({any_jx['device']}), PyTorch "
+        f"{any_tr['version']} ({any_tr.get('threads')} threads). Reference: our PyTorch "
+        "reference with the vectorised data path. DaRec re-clusters inside every epoch on both "
+        "sides (JAX: k-means++ seeding; reference: random initial rows). Speed only, not "
+        "accuracy.",
+        "",
+        "| method | JAX s/epoch | JAX ÷ JAX none | reference s/epoch | reference ÷ reference "
+        "none | JAX ÷ reference |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for method in jx:
+        a, b = med(jx[method]["epoch_seconds"]), med(tr[method]["epoch_seconds"])
+        lines.append(
+            f"| {method} | {a:.3f} | {ratio(a, jax_none)} | {b:.3f} | {ratio(b, ref_none)} "
+            f"| {a / b:.3f} |"
+        )
+    return "\n".join(lines)
+
+
+def _run_side(args, side: str, method: str | None = None) -> tuple[dict | None, int]:
+    """Run one side (and method) alone in a subprocess: (its result or None, exit status)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.benchmark",
+        "--side",
+        side,
+        "--dataset",
+        args.dataset,
+        "--epochs",
+        str(args.epochs),
+        "--evals",
+        str(args.evals),
+    ]
+    if args.data_dir:
+        cmd += ["--data-dir", args.data_dir]
+    label = side
+    if method is not None:
+        cmd += ["--side-method", method, "--llm-dim", str(args.llm_dim)]
+        label = f"{side} {method}"
+    print(f"running the {label} side alone ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(proc.stdout + proc.stderr, file=sys.stderr)
+        return None, proc.returncode
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
+    return json.loads(line[len("RESULT ") :]), 0
+
+
+def _save(out: str, name: str, table: str, results: dict) -> None:
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.md").write_text(table + "\n")
+    (folder / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.benchmark",
         description=__doc__,
@@ -199,45 +444,68 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side")
     parser.add_argument("--evals", type=int, default=5, help="timed evaluations per side")
     parser.add_argument("--out", default="benchmarks", help="folder for the table and raw JSON")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=None,
+        help="time these methods' training epochs on both sides instead (a per-method table, "
+        "speed_<dataset>_methods.md)",
+    )
+    parser.add_argument(
+        "--llm-dim",
+        type=int,
+        default=1536,
+        help="width of the stand-in LLM embeddings of --methods (RLMRec's: 1536)",
+    )
     parser.add_argument("--side", choices=("jax", "torch", "torch-rlmrec"), help=argparse.SUPPRESS)
+    parser.add_argument("--side-method", choices=METHODS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.llm_dim < 1:
+        parser.error("--llm-dim must be >= 1")
+    if args.side_method and args.side not in ("jax", "torch"):
+        parser.error("--side-method needs --side jax or torch")
+    return args
+
+
+def _main_methods(args) -> int:
+    methods = list(dict.fromkeys(args.methods))  # in the given order, once each
+    results: dict = {"llm_dim": args.llm_dim, "llm_seed": LLM_SEED, "jax": {}, "torch": {}}
+    for side in ("jax", "torch"):
+        for method in methods:
+            result, rc = _run_side(args, side, method)
+            if result is None:
+                return rc
+            results[side][method] = result
+    table = _methods_table(results, args)
+    print(table)
+    _save(args.out, f"speed_{args.dataset}_methods", table, results)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.side:
-        if args.side == "jax":
+        if args.side_method:
+            run = run_jax_method if args.side == "jax" else run_torch_method
+            result = run(args, args.side_method)
+        elif args.side == "jax":
             result = run_jax(args)
         else:
             result = run_torch(args, "vectorised" if args.side == "torch" else "rlmrec")
         print("RESULT " + json.dumps(result))
         return 0
+    if args.methods:
+        return _main_methods(args)
     results = {}
     for side in ("jax", "torch", "torch-rlmrec"):
-        cmd = [
-            sys.executable,
-            "-m",
-            "experiments.benchmark",
-            "--side",
-            side,
-            "--dataset",
-            args.dataset,
-            "--epochs",
-            str(args.epochs),
-            "--evals",
-            str(args.evals),
-        ]
-        if args.data_dir:
-            cmd += ["--data-dir", args.data_dir]
-        print(f"running the {side} side alone ...", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(proc.stdout + proc.stderr, file=sys.stderr)
-            return proc.returncode
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-        results[side] = json.loads(line[len("RESULT ") :])
+        result, rc = _run_side(args, side)
+        if result is None:
+            return rc
+        results[side] = result
     table = _table(results, args)
     print(table)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"speed_{args.dataset}.md").write_text(table + "\n")
-    (out / f"speed_{args.dataset}.json").write_text(json.dumps(results, indent=2) + "\n")
+    _save(args.out, f"speed_{args.dataset}", table, results)
     return 0
 
 

@@ -125,6 +125,7 @@ def train_epoch(
     batch_size: int = 4096,
     sequential_negatives: bool = False,
     pipeline: str = "vectorised",
+    step_inputs: Callable[[int], dict[str, Any]] | None = None,
 ) -> float:
     """One training epoch; returns the mean over steps of the total loss.
 
@@ -134,6 +135,10 @@ def train_epoch(
     ``pipeline``: ``"vectorised"`` shuffles with one ``torch.randperm`` and slices tensors;
     ``"rlmrec"`` is RLMRec's own data path — the sequential negative loop and a shuffling
     ``DataLoader`` that collates triples item by item (same distribution, slower).
+
+    ``step_inputs``: called with each step's batch size B before the step; the keyword arguments
+    it returns go to ``model.cal_loss`` (e.g. the node-mask ``seeds`` of RLMRec-Gen, the pair
+    subsets and cluster assignments of DaRec). None (the default) passes none.
     """
     if pipeline not in ("vectorised", "rlmrec"):
         raise ValueError(f"unknown pipeline {pipeline!r}; valid: vectorised, rlmrec")
@@ -149,7 +154,8 @@ def train_epoch(
     total, steps = 0.0, 0
     for anc, pos, neg in batches(train_users, train_items, negatives, batch_size):
         optimizer.zero_grad()
-        loss, _ = model.cal_loss(anc, pos, neg)
+        extra = {} if step_inputs is None else step_inputs(int(anc.shape[0]))
+        loss, _ = model.cal_loss(anc, pos, neg, **extra)
         loss.backward()
         optimizer.step()
         total += float(loss.item())

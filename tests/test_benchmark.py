@@ -1,0 +1,110 @@
+"""experiments.benchmark --methods: each side's per-method epoch timing and the table, in-process
+on a toy dataset (the subprocess per (side, method) would spend most of the time importing)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from experiments import benchmark
+from tests.toy import random_dataset
+
+torch = pytest.importorskip("torch")
+
+LLM_DIM = 8
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny tensors: on a busy 2-core machine torch's thread hand-offs cost more than the work.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _args(tmp_path):
+    return benchmark.parse_args(
+        [
+            "--dataset",
+            "synthetic",
+            "--epochs",
+            "1",
+            "--methods",
+            *benchmark.METHODS,
+            "--llm-dim",
+            str(LLM_DIM),
+            "--out",
+            str(tmp_path),
+        ]
+    )
+
+
+def _timing(side: str, method: str, seconds: float) -> dict:
+    return {
+        "side": side,
+        "method": method,
+        "version": "x",
+        "device": "cpu",
+        "threads": 1,
+        "steps_per_epoch": 1,
+        "epoch_seconds": [seconds],
+        "first_epoch_seconds": seconds,
+        "peak_rss_mb": 1.0,
+    }
+
+
+def test_standin_llm_is_seeded_and_shaped():
+    data = random_dataset(n_users=20, n_items=18, per_user=4)
+    a = benchmark.with_standin_llm(data, LLM_DIM)
+    b = benchmark.with_standin_llm(data, LLM_DIM)
+    assert a.user_emb.shape == (20, LLM_DIM) and a.item_emb.shape == (18, LLM_DIM)
+    assert a.user_emb.dtype == np.float32 and a.item_emb.dtype == np.float32
+    np.testing.assert_array_equal(a.user_emb, b.user_emb)
+    np.testing.assert_array_equal(a.item_emb, b.item_emb)
+
+
+def test_per_method_sides_and_table(tmp_path):
+    args = _args(tmp_path)
+    data = random_dataset(n_users=40, n_items=30, per_user=6, seed=3)
+    results = {"jax": {}, "torch": {}}
+    # Every reference model runs a real epoch (their per-step inputs and DaRec's reclustering).
+    for method in benchmark.METHODS:
+        results["torch"][method] = benchmark.run_torch_method(args, method, data)
+    # JAX: the method with the most machinery (per-epoch clustering, pair subsets) compiles and
+    # runs for real; the others' compilation is covered by the training tests.
+    results["jax"]["darec"] = benchmark.run_jax_method(args, "darec", data)
+    for side in ("jax", "torch"):
+        for method, res in results[side].items():
+            assert res["side"] == side and res["method"] == method
+            assert len(res["epoch_seconds"]) == args.epochs
+            assert all(math.isfinite(t) and t > 0 for t in res["epoch_seconds"])
+            assert math.isfinite(res["first_epoch_seconds"]) and res["first_epoch_seconds"] > 0
+
+
+def test_methods_table_ratios(tmp_path):
+    args = _args(tmp_path)
+    seconds = {
+        "jax": {"none": 0.5, "rlmrec-con": 2.0, "rlmrec-gen": 1.0, "darec": 4.0},
+        "torch": {"none": 2.0, "rlmrec-con": 4.0, "rlmrec-gen": 10.0, "darec": 8.0},
+    }
+    results = {
+        side: {m: _timing(side, m, s) for m, s in per.items()} for side, per in seconds.items()
+    }
+    table = benchmark._methods_table(results, args)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[0].startswith("| method |")
+    cells = {r.split("|")[1].strip(): r.strip("|").split("|")[1:] for r in rows[1:]}
+    assert list(cells) == list(benchmark.METHODS)
+    # JAX s, JAX ÷ JAX none, reference s, reference ÷ reference none, JAX ÷ reference
+    assert [float(c) for c in cells["none"]] == [0.5, 1.0, 2.0, 1.0, 0.25]
+    assert [float(c) for c in cells["rlmrec-con"]] == [2.0, 4.0, 4.0, 2.0, 0.5]
+    assert [float(c) for c in cells["rlmrec-gen"]] == [1.0, 2.0, 10.0, 5.0, 0.1]
+    assert [float(c) for c in cells["darec"]] == [4.0, 8.0, 8.0, 4.0, 0.5]
+
+
+def test_parse_args_defaults_keep_the_lightgcn_table():
+    args = benchmark.parse_args([])
+    assert args.methods is None and args.llm_dim == 1536 and args.side is None
+    with pytest.raises(SystemExit):
+        benchmark.parse_args(["--side", "torch-rlmrec", "--side-method", "darec"])
