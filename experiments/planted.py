@@ -21,10 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from scipy import stats
 
 from darec_jax import config as config_lib
-from darec_jax.data.synthetic import SyntheticConfig, make_planted_world
+from darec_jax.data.synthetic import SyntheticConfig, make_planted_world, planted_latents
+from darec_jax.train.checkpoint import CheckpointSlot
+from darec_jax.train.step import make_step_functions
 from darec_jax.train.trainer import train_and_evaluate
 
 ABLATIONS = {
@@ -33,6 +36,39 @@ ABLATIONS = {
     "darec w/o global": {"darec.lambda_gl": 0.0},
     "darec w/o local": {"darec.lambda_lo": 0.0},
 }
+
+
+VARIANTS = {
+    "darec score_on=disentangled": {"darec.score_on": "disentangled"},
+    "darec local_assign=matched": {"darec.local_assign": "matched"},
+    "darec recluster_every=5": {"darec.recluster_every": 5},
+    "darec local only, λ_lo=0.1": {
+        "darec.lambda_or": 0.0,
+        "darec.lambda_un": 0.0,
+        "darec.lambda_gl": 0.0,
+        "darec.lambda_lo": 0.1,
+    },
+    "darec global only, λ_gl=1": {
+        "darec.lambda_or": 0.0,
+        "darec.lambda_un": 0.0,
+        "darec.lambda_gl": 1.0,
+        "darec.lambda_lo": 0.0,
+    },
+}
+
+
+def _world_overrides(pairs: list[str]) -> dict:
+    """``--world cf_dim=4 cf_weight=2`` -> SyntheticConfig overrides (typed as the defaults)."""
+    defaults = SyntheticConfig()
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not hasattr(defaults, key):
+            valid = ", ".join(f.name for f in dataclasses.fields(SyntheticConfig))
+            raise SystemExit(f"--world takes KEY=VALUE with KEY one of: {valid}; got {pair!r}")
+        kind = type(getattr(defaults, key))
+        out[key] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+    return out
 
 
 def _runs(include_ablations: bool) -> dict[str, tuple[str, dict]]:
@@ -45,6 +81,52 @@ def _runs(include_ablations: bool) -> dict[str, tuple[str, dict]]:
     if include_ablations:
         runs.update({name: ("darec", o) for name, o in ABLATIONS.items()})
     return runs
+
+
+def ridge_r2(x: np.ndarray, y: np.ndarray, seed: int = 0, alpha: float = 1e-3) -> float:
+    """Held-out R² of a ridge regression of ``y`` [n, k] on ``x`` [n, d] (with intercept):
+    fit on a seeded 80 % of the rows, 1 − SSE / SST on the other 20 % (all targets pooled)."""
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    perm = np.random.default_rng(seed).permutation(x.shape[0])
+    cut = int(0.8 * x.shape[0])
+    tr, te = perm[:cut], perm[cut:]
+    mx, my = x[tr].mean(0), y[tr].mean(0)
+    a, b = x[tr] - mx, y[tr] - my
+    w = np.linalg.solve(a.T @ a + alpha * cut * np.eye(x.shape[1]), a.T @ b)
+    pred = (x[te] - mx) @ w + my
+    return float(1.0 - np.sum((y[te] - pred) ** 2) / np.sum((y[te] - my) ** 2))
+
+
+def probe(cfg, data, workdir: Path, world: SyntheticConfig) -> dict[str, float]:
+    """What the best checkpoint's CF embeddings E^C hold of the planted parts: held-out ridge R²
+    of the shared part s and of the CF-specific part c from E^C (mean of users and items)."""
+    cached = workdir / "probe.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    fns, arrays, params, _ = make_step_functions(cfg, data)
+    slot = CheckpointSlot(workdir / "checkpoints" / "best")
+    best, _ = slot.restore(params)
+    slot.close()
+    fu, fi = fns.jit_final_embeddings(best, arrays.graph, None, arrays.plan)
+    lat = planted_latents(world)
+    out = {
+        "r2_shared": 0.5 * (ridge_r2(fu, lat.s_user) + ridge_r2(fi, lat.s_item)),
+        "r2_cf": 0.5 * (ridge_r2(fu, lat.c_user) + ridge_r2(fi, lat.c_item)),
+    }
+    cached.write_text(json.dumps(out) + "\n")
+    return out
+
+
+def _changed_knobs(world: SyntheticConfig) -> str:
+    default = SyntheticConfig()
+    skip = ("seed", "text_signal", "n_users", "n_items", "llm_dim", "interactions_per_user")
+    changed = [
+        f"{f.name}={getattr(world, f.name)}"
+        for f in dataclasses.fields(SyntheticConfig)
+        if f.name not in skip and getattr(world, f.name) != getattr(default, f.name)
+    ]
+    return f", {', '.join(changed)}" if changed else ""
 
 
 def _fmt(values: list[float]) -> str:
@@ -70,6 +152,7 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
                 )
                 res["wall_seconds"] = time.perf_counter() - t0
                 done.write_text(json.dumps(res, indent=2) + "\n")
+            res["probe"] = probe(cfg, data, workdir, dataclasses.replace(world, seed=seed))
             results[name].append(res)
             print(
                 f"[{label}] seed {seed} {name}: test recall@20 {res['test']['recall@20']:.4f}",
@@ -79,10 +162,12 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
     lines = [
         f"**{label}** — {world.n_users} users, {world.n_items} items, "
         f"{world.interactions_per_user:g} interactions per user on average, LLM dim "
-        f"{world.llm_dim}, text_signal={world.text_signal}; seeds {seeds}.",
+        f"{world.llm_dim}, text_signal={world.text_signal}{_changed_knobs(world)}; "
+        f"seeds {seeds}.",
         "",
-        "| method | test R@20 | test N@20 | DaRec − method (R@20) | paired t-test p |",
-        "|---|---:|---:|---:|---:|",
+        "| method | test R@20 | test N@20 | DaRec − method (R@20) | paired t-test p "
+        "| R² of s from E^C | R² of c from E^C |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     darec = [r["test"]["recall@20"] for r in results["darec"]]
     for name, rs in results.items():
@@ -94,7 +179,11 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
             diffs = [a - b for a, b in zip(darec, r20, strict=True)]
             diff = f"{statistics.mean(diffs):+.4f}"
             p = f"{stats.ttest_rel(darec, r20).pvalue:.3f}" if len(seeds) > 1 else ""
-        lines.append(f"| {name} | {_fmt(r20)} | {_fmt(n20)} | {diff} | {p} |")
+        r2s = [r["probe"]["r2_shared"] for r in rs]
+        r2c = [r["probe"]["r2_cf"] for r in rs]
+        lines.append(
+            f"| {name} | {_fmt(r20)} | {_fmt(n20)} | {diff} | {p} | {_fmt(r2s)} | {_fmt(r2c)} |"
+        )
     return "\n".join(lines), results
 
 
@@ -113,13 +202,29 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         nargs="*",
         default=[],
-        help="also run DaRec with every λ multiplied by each of these factors "
-        "(a sweep of the alignment strength), e.g. --sweep 0.3 0.1 0.03",
+        help="also run DaRec with every λ, and RLMRec-Con with its kd weight, multiplied by "
+        "each of these factors (the alignment-strength curve of DAREC.md §10), "
+        "e.g. --sweep 10 0.1 0.01",
     )
+    parser.add_argument(
+        "--variants",
+        action="store_true",
+        help="also run DaRec's switchable choices and single-term settings "
+        "(score_on, local_assign, recluster_every, local only, global only)",
+    )
+    parser.add_argument(
+        "--world",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="planted-world knobs (SyntheticConfig fields), e.g. --world cf_dim=4 cf_weight=2; "
+        "use a separate --out for each world",
+    )
+    parser.add_argument("--no-noise-world", action="store_true", help="skip the pure-noise world")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    world = SyntheticConfig()
+    world = SyntheticConfig(**_world_overrides(args.world))
     tables, raw = [], {}
     table, raw["planted"] = run_world(
         "planted world", world, args.seeds, _runs(not args.no_ablations), args, out
@@ -127,7 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     tables.append(table)
     if args.sweep:
         base = config_lib.DarecConfig()
-        sweep_runs = {"none": ("none", {}), "darec": ("darec", {})}
+        con_base = config_lib.build_config("synthetic", "lightgcn", "rlmrec-con").rlmrec
+        sweep_runs = {
+            "none": ("none", {}),
+            "darec": ("darec", {}),
+            "rlmrec-con": ("rlmrec-con", {}),
+        }
+        for f in args.sweep:
+            sweep_runs[f"rlmrec-con kd×{f:g}"] = (
+                "rlmrec-con",
+                {"rlmrec.kd_weight": con_base.kd_weight * f},
+            )
         for f in args.sweep:
             sweep_runs[f"darec λ×{f:g}"] = (
                 "darec",
@@ -139,20 +254,31 @@ def main(argv: list[str] | None = None) -> int:
                 },
             )
         table, raw["sweep"] = run_world(
-            "planted world, DaRec weight sweep", world, args.seeds, sweep_runs, args, out
+            "planted world, alignment-strength sweep", world, args.seeds, sweep_runs, args, out
         )
         tables.append(table)
-    noise = dataclasses.replace(world, text_signal=False)
-    table, raw["noise"] = run_world(
-        "text view is pure noise", noise, args.seeds, _runs(False), args, out
-    )
-    tables.append(table)
+    if args.variants:
+        variant_runs = {k: v for k, v in _runs(False).items() if k != "rlmrec-gen"}
+        variant_runs.update({name: ("darec", o) for name, o in VARIANTS.items()})
+        table, raw["variants"] = run_world(
+            "planted world, DaRec variants", world, args.seeds, variant_runs, args, out
+        )
+        tables.append(table)
+    if not args.no_noise_world:
+        noise = dataclasses.replace(world, text_signal=False)
+        table, raw["noise"] = run_world(
+            "text view is pure noise", noise, args.seeds, _runs(False), args, out
+        )
+        tables.append(table)
     text = "\n\n".join(tables)
     print(text)
     (out / "planted.md").write_text(text + "\n")
     (out / "planted.json").write_text(
         json.dumps(
-            {k: {m: [r["test"] for r in rs] for m, rs in v.items()} for k, v in raw.items()},
+            {
+                k: {m: [{**r["test"], **r["probe"]} for r in rs] for m, rs in v.items()}
+                for k, v in raw.items()
+            },
             indent=2,
         )
         + "\n"

@@ -231,7 +231,10 @@ def _mixture(
 
 
 @dataclass(frozen=True)
-class _Latents:
+class Latents:
+    """The hidden parts of a planted world: group ids, shared s, CF-specific c, text-specific t
+    (one row per user / item) and the item popularity."""
+
     centres: np.ndarray  # [n_groups, shared_dim]
     user_group: np.ndarray
     item_group: np.ndarray
@@ -244,7 +247,7 @@ class _Latents:
     log_popularity: np.ndarray  # [n_items], -popularity_exponent · log(rank)
 
 
-def _draw_latents(cfg: SyntheticConfig, rngs: dict[str, np.random.Generator]) -> _Latents:
+def _draw_latents(cfg: SyntheticConfig, rngs: dict[str, np.random.Generator]) -> Latents:
     centres = rngs["centres"].standard_normal((cfg.n_groups, cfg.shared_dim))
     parts = {}
     for side, n in (("user", cfg.n_users), ("item", cfg.n_items)):
@@ -254,7 +257,7 @@ def _draw_latents(cfg: SyntheticConfig, rngs: dict[str, np.random.Generator]) ->
         t = rng.standard_normal((n, cfg.text_dim))
         parts[side] = (group, s, c, t)
     rank = rngs["popularity"].permutation(cfg.n_items) + 1
-    return _Latents(
+    return Latents(
         centres=centres,
         user_group=parts["user"][0],
         item_group=parts["item"][0],
@@ -268,7 +271,7 @@ def _draw_latents(cfg: SyntheticConfig, rngs: dict[str, np.random.Generator]) ->
     )
 
 
-def _logits(cfg: SyntheticConfig, lat: _Latents, users: slice) -> np.ndarray:
+def _logits(cfg: SyntheticConfig, lat: Latents, users: slice) -> np.ndarray:
     """The interaction logits of a block of users against all items: [block, n_items]."""
     shared = lat.s_user[users] @ lat.s_item.T / math.sqrt(cfg.shared_dim)
     cf = lat.c_user[users] @ lat.c_item.T / math.sqrt(cfg.cf_dim)
@@ -279,7 +282,7 @@ def _logits(cfg: SyntheticConfig, lat: _Latents, users: slice) -> np.ndarray:
 
 
 def _sample_interactions(
-    cfg: SyntheticConfig, lat: _Latents, counts: np.ndarray, rng: np.random.Generator
+    cfg: SyntheticConfig, lat: Latents, counts: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each user u, counts[u] distinct items ∝ exp(logit), without replacement."""
     users_out, items_out = [], []
@@ -334,7 +337,7 @@ def _split_per_user(
 
 
 def _text_embeddings(
-    cfg: SyntheticConfig, lat: _Latents, rngs: dict[str, np.random.Generator]
+    cfg: SyntheticConfig, lat: Latents, rngs: dict[str, np.random.Generator]
 ) -> tuple[np.ndarray, np.ndarray]:
     """The "LLM embeddings": one random 2-layer tanh MLP of [s ‖ t] plus noise, users and items."""
     if cfg.text_signal:
@@ -369,6 +372,18 @@ def _text_embeddings(
 # ----------------------------------------------------------------------------- entry point
 
 
+def _streams(cfg: SyntheticConfig) -> dict[str, np.random.Generator]:
+    seeds = np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))
+    return {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds, strict=True)}
+
+
+def planted_latents(cfg: SyntheticConfig | None = None) -> Latents:
+    """The hidden parts (groups, s, c, t, popularity) behind ``make_planted_world(cfg)``: the
+    same draws, for probing what a trained model has recovered."""
+    cfg = cfg if cfg is not None else SyntheticConfig()
+    return _draw_latents(cfg, _streams(cfg))
+
+
 def make_planted_world(cfg: SyntheticConfig | None = None) -> InteractionData:
     """Generate the planted world of DAREC.md §10 (see the module docstring for the model).
 
@@ -381,8 +396,7 @@ def make_planted_world(cfg: SyntheticConfig | None = None) -> InteractionData:
       config (seed included) always gives identical arrays.
     """
     cfg = cfg if cfg is not None else SyntheticConfig()
-    seeds = np.random.SeedSequence(cfg.seed).spawn(len(_STREAMS))
-    rngs = {name: np.random.default_rng(s) for name, s in zip(_STREAMS, seeds, strict=True)}
+    rngs = _streams(cfg)
     lat = _draw_latents(cfg, rngs)
     counts = _draw_counts(cfg, rngs["counts"])
     users, items = _sample_interactions(cfg, lat, counts, rngs["sampling"])
