@@ -13,8 +13,11 @@ from darec_jax.reference.adjacency import (
     interactions_from_matrix,
     normalized_adjacency,
 )
+from darec_jax.reference.gccf import GCCFRef
 from darec_jax.reference.lightgcn import LightGCNRef, bpr_loss_sum, reg_params
 from darec_jax.reference.metrics import evaluate, mask_training_items, metrics_from_scores
+from darec_jax.reference.sgl import SGLRef
+from darec_jax.reference.simgcl import SimGCLRef
 from darec_jax.reference.train import fit, make_optimizer, sample_negatives, train_epoch
 
 __all__ = [
@@ -32,4 +35,7 @@ __all__ = [
     "reg_params",
     "sample_negatives",
     "train_epoch",
+    "GCCFRef",
+    "SGLRef",
+    "SimGCLRef",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "spherical_kmeans",
     "ssl_con_loss",
     "uniformity",
+    "view_contrast",
 ]
 
 
@@ -358,3 +359,53 @@ def spherical_kmeans(
         centres = torch.where((counts > 0)[:, None], normalize_eps(sums), centres)
     assign = torch.argmax(xn @ centres.T, dim=1).to(torch.int64)
     return assign, centres
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-view contrast of SGL and SimGCL (BACKBONES.md §2.3, §2.4)
+# --------------------------------------------------------------------------------------------
+
+
+def view_contrast(
+    user_1: torch.Tensor,
+    item_1: torch.Tensor,
+    user_2: torch.Tensor,
+    item_2: torch.Tensor,
+    anc: torch.Tensor,
+    pos: torch.Tensor,
+    neg: torch.Tensor,
+    cl_weight: float,
+    temperature: float,
+    with_negative_term: bool = True,
+) -> torch.Tensor:
+    """SGL / SimGCL contrast between two augmented views (§2.3, §2.4, Q7, Q8).
+
+        cl = (w / B) · [ cal_infonce(F¹_u[anc], F²_u[anc], F²_u, τ)
+                       + cal_infonce(F¹_i[pos], F²_i[pos], F²_i, τ)
+                       + cal_infonce(F¹_i[neg], F²_i[neg], F²_i, τ) ]
+
+    View 1 is the anchor, view 2 the positive; the denominators run over **all** users / items of
+    view 2. Batch ids are not deduplicated. Order: sum the terms, divide by B = len(anc), multiply
+    by w (the order Q12 gives for kd; the spec does not fix it for cl).
+
+    Args:
+        user_1: [U, d] view-1 final user embeddings F¹_u.
+        item_1: [I, d] view-1 final item embeddings F¹_i.
+        user_2: [U, d] view-2 final user embeddings F²_u.
+        item_2: [I, d] view-2 final item embeddings F²_i.
+        anc: [B] int64 user ids.
+        pos: [B] int64 positive item ids.
+        neg: [B] int64 negative item ids.
+        cl_weight: w.
+        temperature: τ.
+        with_negative_term: False drops the negative-item term (SimGCL).
+
+    Returns:
+        Scalar.
+    """
+    batch = anc.shape[0]
+    total = cal_infonce(user_1[anc], user_2[anc], user_2, temperature)
+    total = total + cal_infonce(item_1[pos], item_2[pos], item_2, temperature)
+    if with_negative_term:
+        total = total + cal_infonce(item_1[neg], item_2[neg], item_2, temperature)
+    return total / batch * cl_weight
