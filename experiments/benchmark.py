@@ -111,7 +111,7 @@ def run_jax(args) -> dict:
     )
 
     def evaluate():
-        fu, fi = fns.jit_final_embeddings(state["p"], arrays.graph, None, arrays.plan)
+        fu, fi = fns.jit_eval_embeddings(state["p"], arrays)
         return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
 
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation

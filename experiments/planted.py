@@ -108,7 +108,7 @@ def probe(cfg, data, workdir: Path, world: SyntheticConfig) -> dict[str, float]:
     slot = CheckpointSlot(workdir / "checkpoints" / "best")
     best, _ = slot.restore(params)
     slot.close()
-    fu, fi = fns.jit_final_embeddings(best, arrays.graph, None, arrays.plan)
+    fu, fi = fns.jit_eval_embeddings(best, arrays)
     lat = planted_latents(world)
     out = {
         "r2_shared": 0.5 * (ridge_r2(fu, lat.s_user) + ridge_r2(fi, lat.s_item)),

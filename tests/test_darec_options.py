@@ -116,13 +116,13 @@ def test_matched_state_and_training(data):
 def test_disentangled_scoring_ranks_with_the_heads(data):
     cfg = _cfg(**{"darec.score_on": "disentangled"})
     fns, arrays, params, _ = make_step_functions(cfg, data)
-    su, si = fns.jit_scoring_embeddings(params, arrays.graph, arrays.plan)
-    fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
+    su, si = fns.jit_scoring_embeddings(params, arrays)
+    fu, fi = fns.eval_embeddings(params, arrays)
     h = 2 * cfg.model.embedding_size
     assert su.shape == (data.n_users, h) and si.shape == (data.n_items, h)
     base = config_lib.build_config(
         "synthetic", "lightgcn", "darec", {"model.layer_num": 2, "train.seed": 5}
     )
     bfns, _, bparams, _ = make_step_functions(base, data)
-    bu, _ = bfns.scoring_embeddings(bparams, arrays.graph, arrays.plan)
+    bu, _ = bfns.scoring_embeddings(bparams, arrays)
     np.testing.assert_array_equal(np.asarray(bu), np.asarray(fu))  # backbone: F itself

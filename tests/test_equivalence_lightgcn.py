@@ -85,7 +85,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     batch = padded_batch(anc, pos, neg, 64)
 
     # Propagated training embeddings.
-    fu, fi = fns.final_embeddings(params, arrays.graph, uniforms, arrays.plan)
+    fu, fi = fns.train_embeddings(params, arrays, {"uniforms": uniforms})[:2]
     dropped = model.edge_drop(model.adj, u_ref if keep_rate < 1 else None)
     ru, ri = model(dropped)
     assert_rel_close(fu, ru.detach().numpy(), "train F_u")
@@ -120,7 +120,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     )
 
     # Clean eval forward after the step.
-    eu, ei = fns.final_embeddings(new_params, arrays.graph)
+    eu, ei = fns.eval_embeddings(new_params, arrays)
     reu, rei = model.eval_embeddings()
     assert_rel_close(eu, reu.detach().numpy(), "eval F_u")
     assert_rel_close(ei, rei.detach().numpy(), "eval F_i")
@@ -149,7 +149,7 @@ def test_metrics_on_the_same_score_matrix():
 def test_full_evaluation_matches_reference(toy_data):
     data = random_dataset(n_users=300, n_items=120, per_user=10, seed=5)
     _, fns, arrays, params, _, model, _, _ = _setup(data)
-    fu, fi = fns.final_embeddings(params, arrays.graph)
+    fu, fi = fns.eval_embeddings(params, arrays)
     for split in (data.val, data.test):
         task = prepare_ranking(
             data.n_users,
@@ -178,7 +178,7 @@ def test_real_yelp_graph_and_forward_equal_reference(spmm_impl):
     _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3, spmm_impl=spmm_impl)
     assert perm.shape[0] == 2 * 166620
     assert_rel_close(np.asarray(arrays.graph.edges)[perm], values, "yelp weights", rtol=1e-7)
-    fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
+    fu, fi = fns.eval_embeddings(params, arrays)
     with torch.no_grad():
         ru, ri = model.eval_embeddings()
     assert_rel_close(fu, ru.numpy(), "yelp F_u")

@@ -330,7 +330,7 @@ def test_darec_reclustering_matches_reference(assign):
             "item_llm": item_init[1],
         }
         names = ("user_assign", "item_assign", "user_assign_llm", "item_assign_llm")
-    fu, fi = fns.final_embeddings(params, arrays.graph, None, arrays.plan)
+    fu, fi = fns.eval_embeddings(params, arrays)
     state = fns.method.epoch_state(
         params["method"],
         fu,
@@ -353,7 +353,7 @@ def test_darec_reclustering_matches_reference(assign):
 
 def test_darec_disentangled_scores_and_metrics_match_reference():
     cfg, data, fns, arrays, params, _, model, _ = _darec_setup({"darec.score_on": "disentangled"})
-    su, si = fns.scoring_embeddings(params, arrays.graph, arrays.plan)
+    su, si = fns.scoring_embeddings(params, arrays)
     with torch.no_grad():
         ru, ri = model.eval_embeddings()
     assert su.shape[1] == 2 * cfg.model.embedding_size
@@ -394,7 +394,7 @@ def test_darec_with_zero_weights_equals_the_bare_backbone():
         neg=jnp.asarray(data.train.items[32:64]),
         valid=jnp.ones(32, jnp.float32),
     )
-    draws = fns.draw_step_randomness(jax.random.key(5), int(arrays.graph.senders.shape[0]))
+    draws = fns.draw_step_randomness(params, jax.random.key(5), arrays)
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     bare_params = {"backbone": params["backbone"], "method": {}}
     bare_draws = {"uniforms": draws["uniforms"]}

@@ -73,7 +73,7 @@ def test_epoch_scan_trains_and_matches_step_loop(toy_data):
     p, o = params, opt_state
     for b in range(fns.n_batches):
         batch = jax.tree.map(lambda x, b=b: x[b], batches)
-        draws = fns.draw_step_randomness(step_keys[b], arrays.graph.senders.shape[0])
+        draws = fns.draw_step_randomness(params, step_keys[b], arrays)
         p, o, _ = fns.jit_step(p, o, arrays, batch, draws)
     # Padded final batch: only real rows are counted.
     assert float(batches.valid.sum()) == fns.n_interactions

@@ -23,7 +23,12 @@ class Method:
     #: names of the terms :meth:`terms` returns, in the order they are added to the loss.
     term_names: tuple[str, ...] = ()
 
-    def init_params(self, key: jax.Array, cf_dim: int, llm_dim: int) -> Params:
+    def init_params(
+        self, key: jax.Array, cf_dim: int, llm_dim: int, ego_dim: int | None = None
+    ) -> Params:
+        """The method's parameters. ``cf_dim``: width of the backbone's final embeddings;
+        ``llm_dim``: of the LLM embeddings; ``ego_dim``: of the ego (ID) embeddings (default
+        ``cf_dim``)."""
         return {}
 
     def draw(self, key: jax.Array) -> dict[str, jax.Array]:

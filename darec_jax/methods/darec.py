@@ -59,7 +59,7 @@ class Darec(Method):
     recluster_every: int = 1
     term_names: tuple[str, ...] = field(default=("orth", "unif", "global", "local"))
 
-    def init_params(self, key, cf_dim, llm_dim):
+    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
         h = self.head_dim or cf_dim
         keys = jax.random.split(key, 4)
         return {

@@ -37,7 +37,7 @@ class RlmrecCon(Method):
     with_negative_term: bool = True
     term_names: tuple[str, ...] = field(default=("kd",))
 
-    def init_params(self, key, cf_dim, llm_dim):
+    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
         # MLP_con: Ds -> (Ds + Dout) // 2 -> Dout (§3.1).
         return {"mlp": init_mlp(key, llm_dim, (llm_dim + cf_dim) // 2, cf_dim)}
 
@@ -78,11 +78,12 @@ class RlmrecGen(Method):
         n_nodes = self.n_users + self.n_items
         return max(int(n_nodes * self.mask_ratio), 1)
 
-    def init_params(self, key, cf_dim, llm_dim):
-        # MLP_gen: Din -> (Ds + Din) // 2 -> Ds; the mask token starts at zero (§1.5, §3.2).
+    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
+        # MLP_gen: Din -> (Ds + Din) // 2 -> Ds (Din: the final width); the mask token, one ego
+        # row, starts at zero (§1.5, §3.2).
         return {
             "mlp": init_mlp(key, cf_dim, (llm_dim + cf_dim) // 2, llm_dim),
-            "mask_token": jnp.zeros((1, cf_dim), jnp.float32),
+            "mask_token": jnp.zeros((1, ego_dim or cf_dim), jnp.float32),
         }
 
     def draw(self, key):

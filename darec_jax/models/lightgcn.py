@@ -10,28 +10,45 @@ import jax
 import jraph
 from flax import nnx
 
-from darec_jax.graph.propagation import BlockPlan, lightgcn_propagate
+from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, lightgcn_propagate
+from darec_jax.models.base import Backbone, concat_ego
 
 # Xavier-uniform for a [rows, cols] table: U(-b, b), b = sqrt(6 / (rows + cols)) (§1.6).
 xavier_uniform = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
 
 
-class LightGCN(nnx.Module):
-    """User and item ID embeddings propagated by LightGCN.
+class LightGCN(Backbone):
+    """User and item ID embeddings propagated by LightGCN, trained with edge dropout.
 
-    Parameters: ``user_emb`` [U, d], ``item_emb`` [I, d].
+    Parameters: ``user_emb`` [U, d], ``item_emb`` [I, d]. Static: the number of layers and the
+    edge-dropout keep rate (1.0 = no dropout and no random draws).
     """
 
-    def __init__(self, n_users: int, n_items: int, dim: int, num_layers: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        num_layers: int,
+        *,
+        rngs: nnx.Rngs,
+        keep_rate: float = 1.0,
+    ):
         self.n_users = n_users
         self.n_items = n_items
+        self.dim = dim
         self.num_layers = num_layers
+        self.keep_rate = keep_rate
         self.user_emb = nnx.Param(xavier_uniform(rngs.params(), (n_users, dim)))
         self.item_emb = nnx.Param(xavier_uniform(rngs.params(), (n_items, dim)))
 
+    @property
+    def final_dim(self) -> int:
+        return self.dim
+
     def ego(self) -> jax.Array:
         """E0 = [E_u ; E_i], [N, d]."""
-        return jax.numpy.concatenate([self.user_emb[...], self.item_emb[...]], axis=0)
+        return concat_ego(self.user_emb, self.item_emb)
 
     def __call__(
         self,
@@ -57,3 +74,25 @@ class LightGCN(nnx.Module):
         """(F_u, F_i) from a given ego matrix [N, d] (e.g. RLMRec-Gen's masked one)."""
         final = lightgcn_propagate(graph, ego, self.num_layers, weights, plan)
         return final[: self.n_users], final[self.n_users :]
+
+    # ------------------------------------------------------------------ Backbone interface
+
+    def edge_weights(self, graph: jraph.GraphsTuple, uniforms: jax.Array | None) -> jax.Array:
+        """Training edge weights: Â times the dropout mask (no rescaling), or Â for keep = 1."""
+        if uniforms is None or self.keep_rate >= 1.0:
+            return graph.edges
+        return graph.edges * edge_keep_mask(uniforms, self.keep_rate)
+
+    def draw(self, key, arrays):
+        if self.keep_rate >= 1.0:  # the reference draws nothing when keep = 1
+            return {}
+        n_edges = arrays.graph.senders.shape[0]
+        return {"uniforms": jax.random.uniform(key, (n_edges,), jax.numpy.float32)}
+
+    def train_forward(self, ego, arrays, draws, batch):
+        weights = self.edge_weights(arrays.graph, draws.get("uniforms"))
+        fu, fi = self.propagate(arrays.graph, ego, weights, arrays.plan)
+        return fu, fi, {}
+
+    def eval_forward(self, arrays):
+        return self.propagate(arrays.graph, self.ego(), None, arrays.plan)

@@ -23,11 +23,11 @@ from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.errors import ConfigError
 from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
-from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, make_block_plan
+from darec_jax.graph.propagation import BlockPlan, make_block_plan
 from darec_jax.kernels import native_spmm_available
-from darec_jax.losses.core import bpr_loss, l2_reg
+from darec_jax.losses.core import l2_reg
 from darec_jax.methods import Method, make_method
-from darec_jax.models.lightgcn import LightGCN
+from darec_jax.models import Backbone, make_backbone
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
 
 Params = dict[str, Any]
@@ -107,16 +107,12 @@ def init_model(
     Returns the backbone's graph definition and the parameters as a pure dict
     ``{"backbone": ..., "method": ...}``.
     """
-    model = LightGCN(
-        n_users,
-        n_items,
-        cfg.model.embedding_size,
-        cfg.model.layer_num,
-        rngs=nnx.Rngs(params=cfg.train.seed),
-    )
+    model = make_backbone(cfg, n_users, n_items, rngs=nnx.Rngs(params=cfg.train.seed))
     graphdef, state = nnx.split(model, nnx.Param)
     method_key = jax.random.fold_in(jax.random.key(cfg.train.seed), 1)
-    method_params = method.init_params(method_key, cfg.model.embedding_size, llm_dim)
+    method_params = method.init_params(
+        method_key, model.final_dim, llm_dim, ego_dim=cfg.model.embedding_size
+    )
     return graphdef, {"backbone": nnx.to_pure_dict(state), "method": method_params}
 
 
@@ -141,57 +137,58 @@ class StepFunctions:
     def n_batches(self) -> int:
         return -(-self.n_interactions // self.cfg.train.batch_size)
 
-    def edge_weights(self, graph: jraph.GraphsTuple, uniforms: jax.Array | None) -> jax.Array:
-        """Training edge weights: Â times the dropout mask (no rescaling), or Â for keep = 1."""
-        if uniforms is None or self.cfg.model.keep_rate >= 1.0:
-            return graph.edges
-        return graph.edges * edge_keep_mask(uniforms, self.cfg.model.keep_rate)
+    def backbone(self, params: Params) -> Backbone:
+        """The backbone module with these parameters (inside jit: a pure function of them)."""
+        return nnx.merge(self.graphdef, params["backbone"])
 
-    def final_embeddings(
-        self,
-        params: Params,
-        graph: jraph.GraphsTuple,
-        uniforms: jax.Array | None = None,
-        plan: BlockPlan | None = None,
-        draws: dict | None = None,
-    ) -> tuple[jax.Array, jax.Array]:
-        """(F_u, F_i). Clean forward by default (evaluation); the training forward with
-        ``uniforms`` [E] (edge dropout) and ``draws`` (the method's ego transform, e.g. masking).
-        """
-        model = nnx.merge(self.graphdef, params["backbone"])
-        ego = model.ego()
-        if draws is not None:
-            ego = self.method.transform_ego(params["method"], ego, draws)
-        return model.propagate(graph, ego, self.edge_weights(graph, uniforms), plan)
+    def train_embeddings(
+        self, params: Params, arrays: TrainArrays, draws: dict, batch: Batch | None = None
+    ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
+        """The training forward with this step's ``draws`` (the backbone's, e.g. edge-dropout
+        uniforms, and the method's ego transform, e.g. RLMRec-Gen's mask): (F_u, F_i, the
+        backbone's own weighted terms)."""
+        model = self.backbone(params)
+        ego = self.method.transform_ego(params["method"], model.ego(), draws)
+        return model.train_forward(ego, arrays, draws, batch)
+
+    def eval_embeddings(self, params: Params, arrays: TrainArrays) -> tuple[jax.Array, jax.Array]:
+        """(F_u, F_i) of the clean forward (what evaluation ranks with, unless the method
+        scores with something else: :meth:`scoring_embeddings`)."""
+        return self.backbone(params).eval_forward(arrays)
 
     def scoring_embeddings(
-        self, params: Params, graph: jraph.GraphsTuple, plan: BlockPlan | None = None
+        self, params: Params, arrays: TrainArrays
     ) -> tuple[jax.Array, jax.Array]:
         """What ranking scores with: the clean forward's rows through the method's
         :meth:`~darec_jax.methods.Method.score_rows` (the final embeddings themselves unless a
         method scores otherwise, e.g. DaRec with ``score_on=disentangled``)."""
-        fu, fi = self.final_embeddings(params, graph, None, plan)
+        fu, fi = self.eval_embeddings(params, arrays)
         score = functools.partial(self.method.score_rows, params["method"])
         return score(fu), score(fi)
 
     def loss(
         self, params: Params, arrays: TrainArrays, batch: Batch, draws: dict
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """total = bpr + reg + the method's terms (addition order as the reference, Q13).
+        """total = rec + reg + the backbone's terms + the method's terms (addition order as
+        the reference, Q13); rec is BPR for every backbone but AutoCF.
 
-        ``draws``: this step's random inputs, ``uniforms`` [E] (absent when keep_rate = 1) and
-        the method's own (see :meth:`draw_step_randomness`).
+        ``draws``: this step's random inputs, the backbone's (e.g. ``uniforms`` [E], absent
+        when keep_rate = 1) and the method's own (see :meth:`draw_step_randomness`).
         """
-        uniforms = draws.get("uniforms")
-        fu, fi = self.final_embeddings(params, arrays.graph, uniforms, arrays.plan, draws)
+        model = self.backbone(params)
+        ego = self.method.transform_ego(params["method"], model.ego(), draws)
+        fu, fi, backbone_terms = model.train_forward(ego, arrays, draws, batch)
         score = functools.partial(self.method.score_rows, params["method"])
-        bpr = bpr_loss(
+        rec = model.rec_loss(
             score(fu[batch.users]), score(fi[batch.pos]), score(fi[batch.neg]), batch.valid
         )
-        # L2 over every parameter: embeddings and the method's MLPs, biases and tokens.
+        # L2 over every parameter: the backbone's and the method's MLPs, biases and tokens.
         reg = self.cfg.model.reg_weight * l2_reg(params)
-        total = bpr + reg
-        out = {"bpr": bpr, "reg": reg}
+        total = rec + reg
+        out = {model.rec_name: rec, "reg": reg}
+        for name in model.term_names:
+            total = total + backbone_terms[name]
+            out[name] = backbone_terms[name]
         llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
         extra = self.method.terms(params["method"], fu, fi, batch, llm, draws)
         for name in self.method.term_names:
@@ -213,16 +210,16 @@ class StepFunctions:
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def draw_step_randomness(self, key: jax.Array, n_edges: int) -> dict:
-        """Every random input of one step: edge-dropout uniforms and the method's draws."""
+    def draw_step_randomness(self, params: Params, key: jax.Array, arrays: TrainArrays) -> dict:
+        """Every random input of one step: the backbone's (e.g. edge-dropout uniforms) and the
+        method's draws."""
         # The backbone's draw uses the step key itself; the method's keys are folded from it, so
         # adding a method never changes the backbone's random stream.
         draws = dict(self.method.draw(jax.random.fold_in(key, 1)))
         draws.update(
             self.method.draw_for_batch(jax.random.fold_in(key, 2), self.cfg.train.batch_size)
         )
-        if self.cfg.model.keep_rate < 1.0:  # the reference draws nothing when keep = 1
-            draws["uniforms"] = jax.random.uniform(key, (n_edges,), jnp.float32)
+        draws.update(self.backbone(params).draw(key, arrays))
         return draws
 
     def epoch_batches(self, key: jax.Array, arrays: TrainArrays) -> Batch:
@@ -262,7 +259,6 @@ class StepFunctions:
         k_batches, k_steps = jax.random.split(key)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
-        n_edges = arrays.graph.senders.shape[0]
         state = method_state
         if state is None:
             state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
@@ -270,7 +266,7 @@ class StepFunctions:
         def body(carry, xs):
             params, opt_state = carry
             batch, k = xs
-            draws = {**state, **self.draw_step_randomness(k, n_edges)}
+            draws = {**state, **self.draw_step_randomness(params, k, arrays)}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
             return (params, opt_state), terms
 
@@ -281,7 +277,7 @@ class StepFunctions:
         """The method's per-epoch inputs (e.g. DaRec's clusters) from the clean forward."""
         if type(self.method).epoch_state is Method.epoch_state:
             return {}
-        fu, fi = self.final_embeddings(params, arrays.graph, None, arrays.plan)
+        fu, fi = self.eval_embeddings(params, arrays)
         llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
         return self.method.epoch_state(params["method"], fu, fi, llm, key)
 
@@ -295,8 +291,8 @@ class StepFunctions:
         return jax.jit(self.step)
 
     @functools.cached_property
-    def jit_final_embeddings(self):
-        return jax.jit(self.final_embeddings)
+    def jit_eval_embeddings(self):
+        return jax.jit(self.eval_embeddings)
 
     @functools.cached_property
     def jit_scoring_embeddings(self):

@@ -175,7 +175,7 @@ def train_and_evaluate(
     )
 
     def evaluate(p, task: RankingTask) -> dict[str, float]:
-        fu, fi = fns.jit_scoring_embeddings(p, arrays.graph, arrays.plan)
+        fu, fi = fns.jit_scoring_embeddings(p, arrays)
         return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
 
     (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
