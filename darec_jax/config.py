@@ -26,7 +26,7 @@ DATASETS = ("amazon", "yelp", "steam", "synthetic")
 BACKBONES = ("lightgcn", "gccf", "sgl", "simgcl", "dccf", "autocf")
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 # What this version of the package implements; the rest raise a clear error.
-IMPLEMENTED_BACKBONES = ("lightgcn",)
+IMPLEMENTED_BACKBONES = BACKBONES
 IMPLEMENTED_METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 
 
@@ -53,6 +53,22 @@ class ModelConfig:
     # Edge-dropout keep probability during training (1.0 = no dropout, no random draws).
     keep_rate: float = 0.8
     reg_weight: float = 1e-6
+    # The backbones' own contrastive terms (SGL, SimGCL, DCCF): weight and temperature.
+    cl_weight: float = 0.1
+    cl_temperature: float = 0.2
+    # SimGCL: magnitude of the uniform noise added after every layer.
+    eps: float = 0.9
+    # DCCF: number of intent prototypes K.
+    intent_num: int = 128
+    # AutoCF: graph-transformer layers and heads, seeds of the masked subgraphs, masking depth,
+    # steps between resamplings, weight of its self-supervised terms. Its model.keep_rate is the
+    # fraction of extra random nodes in the mask set (0.2), not an edge dropout.
+    gt_layer: int = 1
+    head_num: int = 4
+    seed_num: int = 100
+    mask_depth: int = 2
+    fix_steps: int = 10
+    ssl_reg: float = 5.0
     # How graph products run (the same numbers either way): "segment_sum" (one XLA segment sum
     # over all edges), "blocked" (receiver blocks of spmm_block_edges edges, transposed-graph
     # backward), "native" (C++ CSR kernel through XLA's FFI; CPU only), or "auto" (native on
@@ -143,47 +159,168 @@ class Config:
     darec: DarecConfig = field(default_factory=DarecConfig)
 
 
-# Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2.2 and §3.3.
-# Values are dotted overrides applied on top of the defaults. "synthetic" uses the yelp values.
-PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {
-    ("amazon", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
-    ("yelp", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
-    ("steam", "lightgcn", "none"): {"model.layer_num": 2, "model.reg_weight": 1e-6},
-    ("synthetic", "lightgcn", "none"): {"model.layer_num": 3, "model.reg_weight": 1e-6},
+# Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2 and §3.3, as dotted
+# overrides applied on top of the defaults. "synthetic" uses the yelp values. DaRec takes its
+# backbone's bare values (DaRec's own options keep their defaults unless listed).
+PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {}
+
+_REAL = ("amazon", "yelp", "steam")
+
+
+def _per_dataset(**columns: tuple) -> dict[str, dict[str, Any]]:
+    """{dataset: {key: value}} from per-key (amazon, yelp, steam) triples."""
+    return {
+        name: {key.replace("__", "."): values[i] for key, values in columns.items()}
+        for i, name in enumerate(_REAL)
+    }
+
+
+_BARE = {
+    "gccf": _per_dataset(model__layer_num=(2, 2, 2), model__reg_weight=(1e-6, 1e-6, 1e-6)),
+    "lightgcn": _per_dataset(
+        model__layer_num=(3, 3, 2),
+        model__reg_weight=(1e-6, 1e-6, 1e-6),
+        model__keep_rate=(0.8,) * 3,
+    ),
+    "sgl": _per_dataset(  # depth from the top-level layer_num, 3 everywhere (Q3)
+        model__layer_num=(3, 3, 3),
+        model__reg_weight=(1e-5, 1e-6, 1e-5),
+        model__cl_weight=(0.1, 1e-3, 0.1),
+        model__cl_temperature=(0.2, 0.1, 0.5),
+        model__keep_rate=(0.8,) * 3,
+    ),
+    "simgcl": _per_dataset(
+        model__layer_num=(3, 3, 3),
+        model__reg_weight=(1e-5,) * 3,
+        model__cl_weight=(0.1,) * 3,
+        model__cl_temperature=(0.2, 0.2, 0.5),
+        model__eps=(0.9, 0.9, 0.2),
+        model__keep_rate=(1.0,) * 3,
+    ),
+    "dccf": _per_dataset(
+        model__layer_num=(2, 2, 3),
+        model__reg_weight=(1e-4, 1e-4, 1e-3),
+        model__cl_weight=(1e-3,) * 3,
+        model__cl_temperature=(0.1,) * 3,
+        model__intent_num=(128,) * 3,
+        model__keep_rate=(1.0,) * 3,
+    ),
+    "autocf": _per_dataset(
+        model__layer_num=(2, 3, 2),
+        model__reg_weight=(1e-6, 1e-7, 1e-6),
+        model__ssl_reg=(5.0, 2.0, 0.5),
+        model__keep_rate=(0.2,) * 3,
+    ),
+}
+
+# RLMRec-Con (kd) and RLMRec-Gen (mask / recon) per backbone (§3.3); other keys as the bare one.
+_CON = {
+    "gccf": _per_dataset(
+        model__layer_num=(2, 2, 2),
+        model__reg_weight=(1e-6, 1e-6, 1e-6),
+        rlmrec__kd_weight=(1e-3, 1e-3, 1e-2),
+        rlmrec__kd_temperature=(0.1, 0.2, 0.5),
+    ),
+    "lightgcn": _per_dataset(
+        model__layer_num=(3, 3, 3),
+        model__reg_weight=(1e-7, 1e-7, 1e-8),
+        rlmrec__kd_weight=(1e-2, 1e-2, 1e-3),
+        rlmrec__kd_temperature=(0.2, 0.2, 0.1),
+    ),
+    "sgl": _per_dataset(
+        model__reg_weight=(1e-5,) * 3,
+        model__cl_weight=(0.1,) * 3,
+        model__cl_temperature=(0.2, 0.2, 0.5),
+        rlmrec__kd_weight=(1e-2,) * 3,
+        rlmrec__kd_temperature=(0.5, 1.0, 1.0),
+    ),
+    "simgcl": _per_dataset(
+        model__reg_weight=(1e-5,) * 3,
+        model__cl_weight=(0.1,) * 3,
+        model__cl_temperature=(0.2, 0.2, 0.5),
+        rlmrec__kd_weight=(1e-2,) * 3,
+        rlmrec__kd_temperature=(0.2, 0.1, 0.2),
+    ),
+    "dccf": _per_dataset(
+        model__layer_num=(2, 2, 3),
+        model__reg_weight=(1e-4, 1e-4, 1e-3),
+        model__cl_weight=(1e-3,) * 3,
+        model__cl_temperature=(0.1,) * 3,
+        rlmrec__kd_weight=(1e-2,) * 3,
+        rlmrec__kd_temperature=(0.5, 0.2, 0.5),
+    ),
+    "autocf": _per_dataset(
+        model__layer_num=(2, 2, 2),
+        model__reg_weight=(1e-6, 1e-8, 1e-6),
+        model__ssl_reg=(1.0, 1.0, 0.5),
+        rlmrec__kd_weight=(0.1, 1e-2, 1e-2),
+        rlmrec__kd_temperature=(0.5, 0.1, 0.2),
+    ),
+}
+_GEN = {
+    "gccf": _per_dataset(
+        model__layer_num=(2, 2, 2),
+        model__reg_weight=(1e-7, 1e-6, 1e-6),
+        rlmrec__mask_ratio=(0.1, 0.05, 0.1),
+        rlmrec__recon_weight=(0.01,) * 3,
+        rlmrec__recon_temperature=(0.1, 1.0, 0.1),
+    ),
+    "lightgcn": _per_dataset(
+        model__layer_num=(2, 2, 2),
+        model__reg_weight=(1e-7, 1e-7, 1e-6),
+        rlmrec__mask_ratio=(0.15, 0.05, 0.15),
+        rlmrec__recon_weight=(0.1, 0.01, 0.1),
+        rlmrec__recon_temperature=(0.5, 0.1, 0.5),
+    ),
+    "sgl": _per_dataset(
+        model__reg_weight=(1e-5,) * 3,
+        model__cl_weight=(0.1,) * 3,
+        model__cl_temperature=(0.2, 0.2, 0.5),
+        rlmrec__mask_ratio=(0.2, 0.15, 0.1),
+        rlmrec__recon_weight=(0.1,) * 3,
+        rlmrec__recon_temperature=(0.2,) * 3,
+    ),
+    "simgcl": _per_dataset(
+        model__reg_weight=(1e-5,) * 3,
+        model__cl_weight=(0.1,) * 3,
+        model__cl_temperature=(0.2, 0.2, 0.5),
+        rlmrec__mask_ratio=(0.05, 0.01, 0.05),
+        rlmrec__recon_weight=(0.1, 0.01, 0.01),
+        rlmrec__recon_temperature=(0.2, 0.05, 0.1),
+    ),
+    "dccf": _per_dataset(
+        model__layer_num=(2, 2, 3),
+        model__reg_weight=(1e-4, 1e-4, 1e-3),
+        model__cl_weight=(1e-3,) * 3,
+        model__cl_temperature=(0.1,) * 3,
+        rlmrec__mask_ratio=(0.05, 0.05, 0.1),
+        rlmrec__recon_weight=(0.1, 0.01, 0.01),
+        rlmrec__recon_temperature=(0.2, 0.1, 0.2),
+    ),
+    "autocf": _per_dataset(
+        model__layer_num=(2, 2, 2),
+        model__reg_weight=(1e-6, 1e-8, 1e-6),
+        model__ssl_reg=(1.0, 1.0, 0.5),
+        rlmrec__mask_ratio=(0.2,) * 3,
+        rlmrec__recon_weight=(1.0, 0.1, 1.0),
+        rlmrec__recon_temperature=(0.5, 0.1, 0.2),
+    ),
 }
 
 
-def _variant_presets() -> None:
-    """LightGCN's RLMRec variants, amazon / yelp / steam (BACKBONES.md §3.3)."""
-    con = {  # layer_num, reg_weight, kd_weight, kd_temperature
-        "amazon": (3, 1e-7, 1e-2, 0.2),
-        "yelp": (3, 1e-7, 1e-2, 0.2),
-        "steam": (3, 1e-8, 1e-3, 0.1),
-    }
-    gen = {  # layer_num, reg_weight, mask_ratio, recon_weight, recon_temperature
-        "amazon": (2, 1e-7, 0.15, 0.1, 0.5),
-        "yelp": (2, 1e-7, 0.05, 0.01, 0.1),
-        "steam": (2, 1e-6, 0.15, 0.1, 0.5),
-    }
-    con["synthetic"], gen["synthetic"] = con["yelp"], gen["yelp"]
-    for name, (layers, reg, kd, tau) in con.items():
-        PRESETS[(name, "lightgcn", "rlmrec-con")] = {
-            "model.layer_num": layers,
-            "model.reg_weight": reg,
-            "rlmrec.kd_weight": kd,
-            "rlmrec.kd_temperature": tau,
-        }
-    for name, (layers, reg, ratio, weight, tau) in gen.items():
-        PRESETS[(name, "lightgcn", "rlmrec-gen")] = {
-            "model.layer_num": layers,
-            "model.reg_weight": reg,
-            "rlmrec.mask_ratio": ratio,
-            "rlmrec.recon_weight": weight,
-            "rlmrec.recon_temperature": tau,
-        }
+def _build_presets() -> None:
+    for backbone, bare in _BARE.items():
+        for dataset in _REAL:
+            base = bare[dataset]
+            PRESETS[(dataset, backbone, "none")] = dict(base)
+            PRESETS[(dataset, backbone, "darec")] = dict(base)
+            PRESETS[(dataset, backbone, "rlmrec-con")] = {**base, **_CON[backbone][dataset]}
+            PRESETS[(dataset, backbone, "rlmrec-gen")] = {**base, **_GEN[backbone][dataset]}
+        for method in METHODS:
+            PRESETS[("synthetic", backbone, method)] = PRESETS[("yelp", backbone, method)]
 
 
-_variant_presets()
+_build_presets()
 
 
 def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:

@@ -51,6 +51,19 @@ class Backbone(nnx.Module):
         """This step's random inputs of the backbone (e.g. edge-dropout uniforms)."""
         return {}
 
+    def init_step_state(self, arrays: Any) -> dict[str, jax.Array]:
+        """State carried from step to step within an epoch and reset at its start (AutoCF's
+        resampled subgraphs); fixed shapes. None by default."""
+        return {}
+
+    def update_step_state(
+        self, state: dict[str, jax.Array], step_index: jax.Array, draws: Draws, arrays: Any
+    ) -> dict[str, jax.Array]:
+        """The state for step ``step_index`` of the epoch (0-based), from the previous step's and
+        this step's draws, with the current parameters, before the loss. It reaches
+        :meth:`train_forward` merged into ``draws``."""
+        return state
+
     def train_forward(
         self, ego: jax.Array, arrays: Any, draws: Draws, batch: Any
     ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:

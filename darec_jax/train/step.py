@@ -27,7 +27,7 @@ from darec_jax.graph.propagation import BlockPlan, make_block_plan
 from darec_jax.kernels import native_spmm_available
 from darec_jax.losses.core import l2_reg
 from darec_jax.methods import Method, make_method
-from darec_jax.models import Backbone, make_backbone
+from darec_jax.models import Backbone, make_backbone, static_arrays
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
 
 Params = dict[str, Any]
@@ -45,6 +45,8 @@ class TrainArrays:
     plan: BlockPlan | None = None  # blocked graph products (see graph.propagation)
     user_llm: jax.Array | None = None  # [U, d_L] LLM embeddings (alignment methods only)
     item_llm: jax.Array | None = None  # [I, d_L]
+    # Backbone-specific static arrays (e.g. GCCF's self-loop graph), see models.static_arrays.
+    extra: dict | None = None
 
 
 @struct.dataclass
@@ -78,8 +80,10 @@ def make_train_arrays(
     spmm_impl: str = "segment_sum",
     block_edges: int = 10_000,
     with_llm: bool = False,
+    cfg: Config | None = None,
 ) -> tuple[TrainArrays, int]:
-    """Graph + binarised training interactions + CSR; also the binary-search depth."""
+    """Graph + binarised training interactions + CSR (+ the backbone's own static arrays when
+    ``cfg`` is given); also the binary-search depth."""
     graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
     plan = None
     if spmm_impl in ("blocked", "native"):
@@ -95,6 +99,7 @@ def make_train_arrays(
         plan=plan,
         user_llm=jnp.asarray(data.user_emb, jnp.float32) if with_llm else None,
         item_llm=jnp.asarray(data.item_emb, jnp.float32) if with_llm else None,
+        extra=None if cfg is None else static_arrays(cfg, data, graph),
     )
     return arrays, search_steps
 
@@ -264,13 +269,19 @@ class StepFunctions:
             state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
 
         def body(carry, xs):
-            params, opt_state = carry
-            batch, k = xs
+            params, opt_state, step_state = carry
+            batch, k, i = xs
             draws = {**state, **self.draw_step_randomness(params, k, arrays)}
+            step_state = self.backbone(params).update_step_state(step_state, i, draws, arrays)
+            draws = {**draws, **step_state}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
-            return (params, opt_state), terms
+            return (params, opt_state, step_state), terms
 
-        (params, opt_state), terms = jax.lax.scan(body, (params, opt_state), (batches, step_keys))
+        step_state = self.backbone(params).init_step_state(arrays)
+        steps = jnp.arange(self.n_batches, dtype=jnp.int32)
+        (params, opt_state, _), terms = jax.lax.scan(
+            body, (params, opt_state, step_state), (batches, step_keys, steps)
+        )
         return params, opt_state, jax.tree.map(jnp.mean, terms)
 
     def method_epoch_state(self, params: Params, arrays: TrainArrays, key: jax.Array) -> dict:
@@ -309,7 +320,7 @@ def make_step_functions(
     """Everything the training loop needs: functions, device data, initial params and state."""
     with_llm = cfg.method != "none"
     arrays, search_steps = make_train_arrays(
-        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges, with_llm
+        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges, with_llm, cfg
     )
     method = make_method(cfg, data.n_users, data.n_items)
     llm_dim = int(data.user_emb.shape[1]) if with_llm else 0
