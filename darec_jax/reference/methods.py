@@ -16,32 +16,19 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 
+from darec_jax.reference.darec import DaRecMixin
 from darec_jax.reference.lightgcn import LightGCNRef, bpr_loss_sum, propagate, reg_params
 from darec_jax.reference.losses import (
     AlignMLP,
-    global_alignment,
-    local_alignment,
     node_mask,
-    normalize_eps,
-    orthogonality,
     rlmrec_con_kd,
     rlmrec_gen_recon,
-    spherical_kmeans,
-    uniformity,
 )
+from darec_jax.reference.variants import BackboneOutput, as_buffer, assemble_loss
 
 __all__ = ["LightGCNDaRecRef", "LightGCNGeneRef", "LightGCNPlusRef", "propagate"]
-
-
-def _as_buffer(x: np.ndarray | torch.Tensor, rows: int, name: str) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-    t = t.detach().to(torch.float32).clone()
-    if t.ndim != 2 or t.shape[0] != rows:
-        raise ValueError(f"{name} must be [{rows}, Ds], got {tuple(t.shape)}")
-    return t
 
 
 class _SemanticBase(LightGCNRef):
@@ -50,8 +37,8 @@ class _SemanticBase(LightGCNRef):
     def _init_semantic(
         self, usr_emb: np.ndarray | torch.Tensor, itm_emb: np.ndarray | torch.Tensor
     ) -> int:
-        usr = _as_buffer(usr_emb, self.n_users, "usr_emb")
-        itm = _as_buffer(itm_emb, self.n_items, "itm_emb")
+        usr = as_buffer(usr_emb, self.n_users, "usr_emb")
+        itm = as_buffer(itm_emb, self.n_items, "itm_emb")
         if usr.shape[1] != itm.shape[1]:
             raise ValueError(f"usr_emb and itm_emb widths differ: {usr.shape[1]} vs {itm.shape[1]}")
         self.register_buffer("usr_emb", usr)
@@ -223,7 +210,7 @@ class LightGCNGeneRef(_SemanticBase):
         return total, {"bpr": bpr, "reg": reg, "recon": recon}
 
 
-class LightGCNDaRecRef(_SemanticBase):
+class LightGCNDaRecRef(DaRecMixin, _SemanticBase):
     """DaRec on LightGCN: total = bpr + reg + λ_or·L_or + λ_un·L_un + λ_gl·L_gl + λ_lo·L_lo.
 
     Parameters in order: ``user_embeds``, ``item_embeds``, then the heads ``cf_specific``,
@@ -268,75 +255,22 @@ class LightGCNDaRecRef(_SemanticBase):
         score_on: str = "backbone",
     ) -> None:
         super().__init__(n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate)
-        ds = self._init_semantic(usr_emb, itm_emb)
-        if global_kind not in ("mse", "kl"):
-            raise ValueError(f"global_kind must be 'mse' or 'kl', got {global_kind!r}")
-        if local_assign not in ("joint", "matched"):
-            raise ValueError(f"local_assign must be 'joint' or 'matched', got {local_assign!r}")
-        if score_on not in ("backbone", "disentangled"):
-            raise ValueError(f"score_on must be 'backbone' or 'disentangled', got {score_on!r}")
-        self.local_assign = local_assign
-        self.score_on = score_on
-        head_dim = embedding_size if head_dim is None else head_dim
-        self.head_dim = head_dim
-        self.lambda_or = lambda_or
-        self.lambda_un = lambda_un
-        self.lambda_gl = lambda_gl
-        self.lambda_lo = lambda_lo
-        self.global_kind = global_kind
-        self.global_temperature = global_temperature
-        self.local_temperature = local_temperature
-        self.num_clusters = num_clusters
-        self.cf_specific = AlignMLP(embedding_size, embedding_size, head_dim)
-        self.cf_shared = AlignMLP(embedding_size, embedding_size, head_dim)
-        self.llm_specific = AlignMLP(ds, (ds + head_dim) // 2, head_dim)
-        self.llm_shared = AlignMLP(ds, (ds + head_dim) // 2, head_dim)
-
-    def _set_terms(
-        self,
-        e_c: torch.Tensor,
-        e_l: torch.Tensor,
-        assign: torch.Tensor | None,
-        subset: torch.Tensor | None,
-        assign_llm: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor | None]:
-        """Unweighted DaRec terms of one set (None where the λ is 0)."""
-        need_sp = self.lambda_or != 0 or self.lambda_un != 0
-        need_sh = self.lambda_or != 0 or self.lambda_gl != 0 or self.lambda_lo != 0
-        # Only the heads some non-zero term uses are evaluated.
-        sp_c = self.cf_specific(e_c) if need_sp else None
-        sp_l = self.llm_specific(e_l) if need_sp else None
-        sh_c = self.cf_shared(e_c) if need_sh else None
-        sh_l = self.llm_shared(e_l) if need_sh else None
-        sub = slice(None) if subset is None else torch.as_tensor(subset, dtype=torch.int64)
-        out: dict[str, torch.Tensor | None] = dict.fromkeys(("orth", "unif", "global", "local"))
-        if self.lambda_or != 0:
-            out["orth"] = orthogonality(sp_l, sh_l) + orthogonality(sp_c, sh_c)
-        if self.lambda_un != 0:
-            out["unif"] = uniformity(sp_c[sub]) + uniformity(sp_l[sub])
-        if self.lambda_gl != 0:
-            out["global"] = global_alignment(
-                sh_c[sub], sh_l[sub], self.global_kind, self.global_temperature
-            )
-        if self.lambda_lo != 0:
-            out["local"] = local_alignment(
-                sh_c, sh_l, assign, self.num_clusters, self.local_temperature, assign_llm
-            )
-        return out
-
-    def score_vectors(self, rows: torch.Tensor) -> torch.Tensor:
-        """The vectors whose inner product scores a pair: F itself, or [f_C,sp(F) ‖ f_C,sh(F)]."""
-        if self.score_on == "backbone":
-            return rows
-        return torch.cat([self.cf_specific(rows), self.cf_shared(rows)], dim=1)
-
-    def _bpr(self, user_final, item_final, anc, pos, neg):
-        s = self.score_vectors
-        return bpr_loss_sum(s(user_final[anc]), s(item_final[pos]), s(item_final[neg])) / len(anc)
-
-    def eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
-        user_final, item_final = self.forward(self.adj)
-        return self.score_vectors(user_final), self.score_vectors(item_final)
+        self.final_dim = embedding_size
+        self._init_darec(
+            usr_emb,
+            itm_emb,
+            head_dim,
+            lambda_or,
+            lambda_un,
+            lambda_gl,
+            lambda_lo,
+            global_kind,
+            global_temperature,
+            local_temperature,
+            num_clusters,
+            local_assign,
+            score_on,
+        )
 
     def cal_loss(
         self,
@@ -369,90 +303,19 @@ class LightGCNDaRecRef(_SemanticBase):
         Returns:
             (total, {"bpr", "reg", "orth", "unif", "global", "local"}), each already weighted.
         """
-        if self.lambda_lo != 0 and (user_assign is None or item_assign is None):
-            raise ValueError("user_assign and item_assign are required when lambda_lo != 0")
         user_final, item_final = self.forward(self.edge_drop(self.adj, uniforms))
-        bpr = self._bpr(user_final, item_final, anc, pos, neg)
-        reg = self.reg_weight * reg_params(self)
-
-        items = torch.cat([pos, neg])
-        u_assign = None if user_assign is None else torch.as_tensor(user_assign)[anc]
-        i_assign = None if item_assign is None else torch.as_tensor(item_assign)[items]
-        u_llm = None if user_assign_llm is None else torch.as_tensor(user_assign_llm)[anc]
-        i_llm = None if item_assign_llm is None else torch.as_tensor(item_assign_llm)[items]
-        user_terms = self._set_terms(
-            user_final[anc], self.usr_emb[anc], u_assign, user_subset, u_llm
+        terms = self.darec_terms(
+            user_final,
+            item_final,
+            anc,
+            pos,
+            neg,
+            user_assign,
+            item_assign,
+            user_subset,
+            item_subset,
+            user_assign_llm,
+            item_assign_llm,
         )
-        item_terms = self._set_terms(
-            item_final[items], self.itm_emb[items], i_assign, item_subset, i_llm
-        )
-
-        terms: dict[str, torch.Tensor] = {"bpr": bpr, "reg": reg}
-        total = bpr + reg
-        weights = {
-            "orth": self.lambda_or,
-            "unif": self.lambda_un,
-            "global": self.lambda_gl,
-            "local": self.lambda_lo,
-        }
-        for name, weight in weights.items():
-            if weight == 0:
-                terms[name] = torch.zeros((), dtype=torch.float32)
-                continue
-            term = weight * (user_terms[name] + item_terms[name])
-            terms[name] = term
-            total = total + term
-        return total, terms
-
-    @torch.no_grad()
-    def recluster(
-        self, iters: int, user_init: torch.Tensor, item_init: torch.Tensor
-    ) -> tuple[torch.Tensor, ...]:
-        """Spherical k-means of users and of items (DAREC.md §6), clean forward, no gradient.
-
-        ``joint``: on the rows [Ê^C_sh ‖ Ê^L_sh]; returns (user_assign, item_assign).
-        ``matched``: on Ê^C_sh and on Ê^L_sh separately; the LLM clusters are relabelled to the
-        CF cluster they are paired with by ``scipy.optimize.linear_sum_assignment`` (maximum
-        total cosine similarity of the final centres); returns (user_assign, item_assign,
-        user_assign_llm, item_assign_llm).
-
-        Args:
-            iters: k-means iterations.
-            user_init: int64 [K] user row ids of the initial centres (``matched``: [2, K], the
-                CF view's then the LLM view's).
-            item_init: int64 [K] (``matched``: [2, K]) item row ids of the initial centres.
-        """
-        was_training = self.training
-        self.eval()
-        try:
-            user_final, item_final = self.forward(self.adj)
-            out = [
-                self._cluster(
-                    normalize_eps(self.cf_shared(final)),
-                    normalize_eps(self.llm_shared(llm)),
-                    iters,
-                    torch.as_tensor(init, dtype=torch.int64),
-                )
-                for final, llm, init in (
-                    (user_final, self.usr_emb, user_init),
-                    (item_final, self.itm_emb, item_init),
-                )
-            ]
-        finally:
-            self.train(was_training)
-        if self.local_assign == "joint":
-            return out[0][0], out[1][0]
-        return out[0][0], out[1][0], out[0][1], out[1][1]
-
-    def _cluster(self, cf_rows, llm_rows, iters, init):
-        k = self.num_clusters
-        if self.local_assign == "joint":
-            assign, _ = spherical_kmeans(torch.cat([cf_rows, llm_rows], dim=1), k, iters, init)
-            return assign, None
-        a_cf, c_cf = spherical_kmeans(cf_rows, k, iters, init[0])
-        a_llm, c_llm = spherical_kmeans(llm_rows, k, iters, init[1])
-        sim = (normalize_eps(c_cf) @ normalize_eps(c_llm).T).double().numpy()
-        cf_ids, llm_ids = linear_sum_assignment(sim, maximize=True)
-        partner = torch.empty(k, dtype=torch.int64)
-        partner[torch.as_tensor(llm_ids)] = torch.as_tensor(cf_ids, dtype=torch.int64)
-        return a_cf, partner[a_llm]
+        scored = BackboneOutput(self.score_vectors(user_final), self.score_vectors(item_final), {})
+        return assemble_loss(self, scored, anc, pos, neg, terms)

@@ -32,10 +32,10 @@ from torch import nn
 
 from darec_jax.reference.lightgcn import bpr_loss_sum, reg_params
 from darec_jax.reference.losses import AlignMLP, node_mask, rlmrec_con_kd, rlmrec_gen_recon
-from darec_jax.reference.methods import _as_buffer
 
 __all__ = [
     "BackboneOutput",
+    "as_buffer",
     "EgoTransform",
     "RLMRecConMixin",
     "RLMRecGenMixin",
@@ -62,6 +62,15 @@ class BackboneOutput(NamedTuple):
     user_final: torch.Tensor
     item_final: torch.Tensor
     terms: dict[str, torch.Tensor]
+
+
+def as_buffer(x: np.ndarray | torch.Tensor, rows: int, name: str) -> torch.Tensor:
+    """[rows, Ds] float32 copy of ``x`` (a constant buffer); checks the shape."""
+    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+    t = t.detach().to(torch.float32).clone()
+    if t.ndim != 2 or t.shape[0] != rows:
+        raise ValueError(f"{name} must be [{rows}, Ds], got {tuple(t.shape)}")
+    return t
 
 
 def zero_term() -> torch.Tensor:
@@ -107,8 +116,8 @@ def register_semantic(
 ) -> int:
     """Register the constant semantic embeddings as float32 buffers ``usr_emb`` [U, Ds] and
     ``itm_emb`` [I, Ds] (never parameters, never normalised, §3). Returns Ds."""
-    usr = _as_buffer(usr_emb, model.n_users, "usr_emb")
-    itm = _as_buffer(itm_emb, model.n_items, "itm_emb")
+    usr = as_buffer(usr_emb, model.n_users, "usr_emb")
+    itm = as_buffer(itm_emb, model.n_items, "itm_emb")
     if usr.shape[1] != itm.shape[1]:
         raise ValueError(f"usr_emb and itm_emb widths differ: {usr.shape[1]} vs {itm.shape[1]}")
     model.register_buffer("usr_emb", usr)
