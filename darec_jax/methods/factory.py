@@ -30,4 +30,6 @@ def make_method(cfg: Config, n_users: int, n_items: int) -> Method:
         accepted = {f.name for f in dataclasses.fields(cls)}
         values = dataclasses.asdict(getattr(cfg, section))
         options = {k: v for k, v in values.items() if k in accepted}
+    if cls is RlmrecCon and cfg.model.backbone == "autocf":
+        options["with_negative_term"] = False  # AutoCF_plus has no negative-item kd term (§3.1)
     return cls(n_users, n_items, **options)

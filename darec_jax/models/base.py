@@ -35,6 +35,8 @@ class Backbone(nnx.Module):
     n_items: int
     #: the backbone's own weighted loss terms, in the order they are added after rec + reg.
     term_names: tuple[str, ...] = ()
+    #: weighted terms added after the method's terms (AutoCF's infomax, Q13).
+    late_term_names: tuple[str, ...] = ()
     #: the name under which the recommendation term is reported.
     rec_name: str = "bpr"
 

@@ -174,8 +174,9 @@ class StepFunctions:
     def loss(
         self, params: Params, arrays: TrainArrays, batch: Batch, draws: dict
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """total = rec + reg + the backbone's terms + the method's terms (addition order as
-        the reference, Q13); rec is BPR for every backbone but AutoCF.
+        """total = rec + reg + the backbone's terms + the method's terms + the backbone's late
+        terms (``late_term_names``, if any: AutoCF's infomax), the reference's addition order
+        (Q13); rec is BPR for every backbone but AutoCF.
 
         ``draws``: this step's random inputs, the backbone's (e.g. ``uniforms`` [E], absent
         when keep_rate = 1) and the method's own (see :meth:`draw_step_randomness`).
@@ -199,6 +200,10 @@ class StepFunctions:
         for name in self.method.term_names:
             total = total + extra[name]
             out[name] = extra[name]
+        # Backbone terms the reference adds after the method's (AutoCF's infomax, Q13).
+        for name in model.late_term_names:
+            total = total + backbone_terms[name]
+            out[name] = backbone_terms[name]
         out["loss"] = total
         return total, out
 

@@ -1,0 +1,121 @@
+"""GCCF (BACKBONES.md §2.1, Q1, Q2) as a Flax NNX module.
+
+    E^{(0)} = E0,   E^{(l)} = Â' E^{(l-1)}  (l = 1..L),   F = [E^{(0)} ‖ E^{(1)} ‖ … ‖ E^{(L)}]
+
+a feature concatenation ([N, (L+1)·d]); no weight matrix, no nonlinearity, no augmentation, so
+nothing is drawn and the training and eval forwards are the same. Â' is the self-loop graph
+Â_sl = D_sl^{-1/2} (A + I) D_sl^{-1/2} (d_sl = d + 1) for the bare model only; RLMRec's variants
+(and DaRec) propagate over Â without self-loops (Q1).
+
+Â_sl is kept on the interaction graph's edges: the same senders and receivers (so a blocked or
+native execution plan of Â serves it too) with the weights 1/sqrt((d_n + 1)(d_m + 1)), plus the
+diagonal 1/(d_n + 1) applied as an elementwise term. These two arrays are the backbone's static
+arrays (:func:`self_loop_arrays`, in ``TrainArrays.extra``).
+
+The per-layer W_l [d, d] are parameters (Xavier) that propagation never uses: they only enter
+reg, so Adam updates them with the gradient 2·reg_weight·W_l (Q2).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import jraph
+import numpy as np
+from flax import nnx
+
+from darec_jax.graph.propagation import spmm
+from darec_jax.models.base import Backbone, concat_ego
+from darec_jax.models.lightgcn import xavier_uniform
+
+SELF_LOOP_WEIGHTS = "self_loop_weights"
+SELF_LOOP_DIAG = "self_loop_diag"
+
+
+def self_loop_arrays(graph: jraph.GraphsTuple) -> dict[str, jax.Array]:
+    """Â_sl on the edges of ``graph`` (the no-self-loop interaction graph) plus its diagonal.
+
+    With d_n the degree without self-loops and c_n = (d_n + 1)^{-1/2} in float64 (as scipy):
+
+        self_loop_weights [E] = c_{receiver_e} · c_{sender_e}   (float32)
+        self_loop_diag    [N] = c_n · c_n                        (float32)
+
+    so that (Â_sl X)_n = Σ_{e: receiver_e = n} w_e X_{sender_e} + diag_n X_n.
+    """
+    receivers = np.asarray(graph.receivers, np.int64)
+    senders = np.asarray(graph.senders, np.int64)
+    n_nodes = int(np.asarray(graph.n_node)[0])
+    degree = np.bincount(receivers, minlength=n_nodes).astype(np.float64) + 1.0
+    inv_sqrt = np.power(degree, -0.5)  # never inf: every node has its self-loop
+    weights = (inv_sqrt[receivers] * inv_sqrt[senders]).astype(np.float32)
+    diag = (inv_sqrt * inv_sqrt).astype(np.float32)
+    return {SELF_LOOP_WEIGHTS: jnp.asarray(weights), SELF_LOOP_DIAG: jnp.asarray(diag)}
+
+
+class GCCF(Backbone):
+    """User and item ID embeddings propagated by GCCF's linear layers, concatenated.
+
+    Parameters: ``user_emb`` [U, d], ``item_emb`` [I, d], ``layer_weight_1`` … ``layer_weight_L``
+    [d, d] (unused by propagation, Q2). Static: the number of layers and whether propagation uses
+    the self-loop graph (True only for the bare model, Q1; it then needs :func:`self_loop_arrays`
+    in ``arrays.extra``).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        num_layers: int,
+        *,
+        rngs: nnx.Rngs,
+        self_loops: bool = True,
+    ):
+        self.n_users = n_users
+        self.n_items = n_items
+        self.dim = dim
+        self.num_layers = num_layers
+        self.self_loops = self_loops
+        self.user_emb = nnx.Param(xavier_uniform(rngs.params(), (n_users, dim)))
+        self.item_emb = nnx.Param(xavier_uniform(rngs.params(), (n_items, dim)))
+        for layer in range(1, num_layers + 1):
+            weight = xavier_uniform(rngs.params(), (dim, dim))
+            setattr(self, f"layer_weight_{layer}", nnx.Param(weight))
+
+    @property
+    def final_dim(self) -> int:
+        return (self.num_layers + 1) * self.dim
+
+    def ego(self) -> jax.Array:
+        """E0 = [E_u ; E_i], [N, d]."""
+        return concat_ego(self.user_emb, self.item_emb)
+
+    def propagate(self, ego: jax.Array, arrays) -> tuple[jax.Array, jax.Array]:
+        """(F_u [U, (L+1)d], F_i [I, (L+1)d]) from the ego matrix [N, d]; columns l·d..(l+1)·d−1
+        hold E^{(l)}."""
+        weights = diag = None
+        if self.self_loops:
+            extra = arrays.extra or {}
+            if SELF_LOOP_WEIGHTS not in extra:
+                raise ValueError(
+                    "GCCF with self-loops needs its static arrays: build TrainArrays with cfg "
+                    "(models.static_arrays)"
+                )
+            weights, diag = extra[SELF_LOOP_WEIGHTS], extra[SELF_LOOP_DIAG]
+        layers = [ego]
+        for _ in range(self.num_layers):
+            nxt = spmm(arrays.graph, layers[-1], weights, arrays.plan)
+            if diag is not None:
+                nxt = nxt + diag[:, None] * layers[-1]
+            layers.append(nxt)
+        final = jnp.concatenate(layers, axis=1)
+        return final[: self.n_users], final[self.n_users :]
+
+    # ------------------------------------------------------------------ Backbone interface
+
+    def train_forward(self, ego, arrays, draws, batch):
+        fu, fi = self.propagate(ego, arrays)
+        return fu, fi, {}
+
+    def eval_forward(self, arrays):
+        return self.propagate(self.ego(), arrays)
