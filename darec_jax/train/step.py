@@ -213,13 +213,20 @@ class StepFunctions:
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def draw_step_randomness(self, key: jax.Array, n_edges: int) -> dict:
-        """Every random input of one step: edge-dropout uniforms and the method's draws."""
+    def draw_step_randomness(
+        self, key: jax.Array, n_edges: int, batch: Batch | None = None
+    ) -> dict:
+        """Every random input of one step: edge-dropout uniforms and the method's draws
+        (``batch``: the step's batch, whose padding rows a method's row subsets avoid)."""
         # The backbone's draw uses the step key itself; the method's keys are folded from it, so
         # adding a method never changes the backbone's random stream.
         draws = dict(self.method.draw(jax.random.fold_in(key, 1)))
         draws.update(
-            self.method.draw_for_batch(jax.random.fold_in(key, 2), self.cfg.train.batch_size)
+            self.method.draw_for_batch(
+                jax.random.fold_in(key, 2),
+                self.cfg.train.batch_size,
+                None if batch is None else batch.valid,
+            )
         )
         if self.cfg.model.keep_rate < 1.0:  # the reference draws nothing when keep = 1
             draws["uniforms"] = jax.random.uniform(key, (n_edges,), jnp.float32)
@@ -270,7 +277,7 @@ class StepFunctions:
         def body(carry, xs):
             params, opt_state = carry
             batch, k = xs
-            draws = {**state, **self.draw_step_randomness(k, n_edges)}
+            draws = {**state, **self.draw_step_randomness(k, n_edges, batch)}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
             return (params, opt_state), terms
 
