@@ -126,3 +126,27 @@ def test_disentangled_scoring_ranks_with_the_heads(data):
     bfns, _, bparams, _ = make_step_functions(base, data)
     bu, _ = bfns.scoring_embeddings(bparams, arrays)
     np.testing.assert_array_equal(np.asarray(bu), np.asarray(fu))  # backbone: F itself
+
+
+def test_pair_subsets_take_real_rows_of_a_short_last_batch():
+    from darec_jax.methods.darec import Darec
+
+    method = Darec(10, 10, pair_sample=8)
+    valid = jnp.asarray([1.0] * 3 + [0.0] * 13)
+    draws = method.draw_for_batch(jax.random.key(0), 16, valid)
+    users = np.asarray(draws["user_subset"])
+    assert users.shape == (8,) and len(set(users.tolist())) == 8
+    assert set(users[:3].tolist()) == {0, 1, 2}  # every real row, then padding
+    items = np.asarray(draws["item_subset"])  # item set [pos (16) ; neg (16)]: 6 real rows
+    assert set(items[:6].tolist()) == {0, 1, 2, 16, 17, 18}
+    # A subset with one real row: uniformity has no pair and is 0, not NaN.
+    from darec_jax.losses.darec import uniformity
+
+    x = jnp.ones((4, 3))
+    assert float(uniformity(x, jnp.asarray([1.0, 0.0, 0.0, 0.0]))) == 0.0
+    # Many real rows: a uniformly random subset of them (each row drawn about as often).
+    counts = np.zeros(16)
+    for s in range(200):
+        d = method.draw_for_batch(jax.random.key(s), 16, jnp.ones(16))
+        counts[np.asarray(d["user_subset"])] += 1
+    assert counts.min() > 60 and counts.max() < 140  # expected 100 each

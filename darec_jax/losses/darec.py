@@ -32,7 +32,8 @@ def orthogonality(
 
 
 def uniformity(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of (real) rows of x [m, h]."""
+    """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of (real) rows of x [m, h];
+    0 when there is no pair (fewer than two real rows)."""
     xn = normalize_eps(x)
     norms = jnp.sum(jnp.square(xn), axis=-1)
     # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b (the rows are only nearly unit: keep the norms).
@@ -40,7 +41,10 @@ def uniformity(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     m = x.shape[0]
     w = _ones(x, mask)
     pairs = jnp.triu(jnp.ones((m, m), x.dtype), k=1) * w[:, None] * w[None, :]
-    return jnp.log(jnp.sum(pairs * jnp.exp(-2.0 * sq)) / jnp.sum(pairs))
+    n_pairs = jnp.sum(pairs)
+    # Fewer than two real rows: no pair, the term is 0 (not log(0/0)).
+    mean = jnp.sum(pairs * jnp.exp(-2.0 * sq)) / jnp.maximum(n_pairs, 1.0)
+    return jnp.where(n_pairs > 0, jnp.log(jnp.where(n_pairs > 0, mean, 1.0)), 0.0)
 
 
 def global_alignment(

@@ -35,8 +35,11 @@ class Method:
         """This step's random inputs of the method (injected in equivalence tests)."""
         return {}
 
-    def draw_for_batch(self, key: jax.Array, batch_size: int) -> dict[str, jax.Array]:
-        """This step's random inputs that depend on the batch size (e.g. row subsets)."""
+    def draw_for_batch(
+        self, key: jax.Array, batch_size: int, valid: jax.Array | None = None
+    ) -> dict[str, jax.Array]:
+        """This step's random inputs that depend on the batch (e.g. row subsets); ``valid``
+        [batch_size] marks the real rows of a padded batch (None: all real)."""
         return {}
 
     def epoch_state(

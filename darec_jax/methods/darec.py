@@ -140,12 +140,23 @@ class Darec(Method):
             min(m, 2 * batch_size) if m else 2 * batch_size
         )
 
-    def draw_for_batch(self, key, batch_size: int):
+    def draw_for_batch(self, key, batch_size: int, valid=None):
+        """Pair subsets: min(m, B_real) distinct real rows of the user set, chosen uniformly (as
+        the reference draws them from its unpadded batch), then padding rows (masked out)."""
         ku, ki = jax.random.split(key)
         mu, mi = self.subset_sizes(batch_size)
+        if valid is None:
+            valid = jnp.ones((batch_size,), jnp.float32)
+
+        def real_rows_first(k, mask, m):
+            # iid uniforms for the real rows, 2 for padding: sorting gives the real rows in a
+            # uniformly random order, then the padding rows.
+            scores = jnp.where(mask > 0, jax.random.uniform(k, mask.shape), 2.0)
+            return jnp.argsort(scores)[:m].astype(jnp.int32)
+
         return {
-            "user_subset": jax.random.permutation(ku, batch_size)[:mu],
-            "item_subset": jax.random.permutation(ki, 2 * batch_size)[:mi],
+            "user_subset": real_rows_first(ku, valid, mu),
+            "item_subset": real_rows_first(ki, jnp.concatenate([valid, valid]), mi),
         }
 
     def _set_terms(self, params, cf_rows, llm_rows, assign, mask, subset, assign_llm=None):

@@ -250,11 +250,13 @@ def uniformity(x: torch.Tensor) -> torch.Tensor:
     Distinct pairs only; ‖x̃_j − x̃_k‖² is computed directly (``torch.pdist``), not as 2 − 2cos.
 
     Args:
-        x: [n, d], n ≥ 2.
+        x: [n, d]; with n < 2 there is no pair and the term is 0.
 
     Returns:
         Scalar.
     """
+    if x.shape[0] < 2:
+        return torch.zeros((), dtype=x.dtype) + 0.0 * x.sum()
     sq = torch.pdist(normalize_eps(x), p=2).square()  # [n(n−1)/2], pairs j<k
     return torch.log(torch.exp(-2.0 * sq).mean())
 

@@ -220,14 +220,21 @@ class StepFunctions:
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, terms
 
-    def draw_step_randomness(self, params: Params, key: jax.Array, arrays: TrainArrays) -> dict:
+    def draw_step_randomness(
+        self, params: Params, key: jax.Array, arrays: TrainArrays, batch: Batch | None = None
+    ) -> dict:
         """Every random input of one step: the backbone's (e.g. edge-dropout uniforms) and the
-        method's draws."""
+        method's draws (``batch``: the step's batch, whose padding rows a method's row subsets
+        avoid)."""
         # The backbone's draw uses the step key itself; the method's keys are folded from it, so
         # adding a method never changes the backbone's random stream.
         draws = dict(self.method.draw(jax.random.fold_in(key, 1)))
         draws.update(
-            self.method.draw_for_batch(jax.random.fold_in(key, 2), self.cfg.train.batch_size)
+            self.method.draw_for_batch(
+                jax.random.fold_in(key, 2),
+                self.cfg.train.batch_size,
+                None if batch is None else batch.valid,
+            )
         )
         draws.update(self.backbone(params).draw(key, arrays))
         return draws
@@ -276,7 +283,7 @@ class StepFunctions:
         def body(carry, xs):
             params, opt_state, step_state = carry
             batch, k, i = xs
-            draws = {**state, **self.draw_step_randomness(params, k, arrays)}
+            draws = {**state, **self.draw_step_randomness(params, k, arrays, batch)}
             step_state = self.backbone(params).update_step_state(step_state, i, draws, arrays)
             draws = {**draws, **step_state}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
