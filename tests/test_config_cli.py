@@ -50,8 +50,8 @@ def test_cli_errors_exit_2_with_message(capsys):
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert main_run(["--set", "no_equals_sign"]) == 2
     assert "key=value" in capsys.readouterr().err
-    assert main_run(["--backbone", "sgl"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main_run(["--backbone", "ngcf"]) == 2
+    assert "valid: lightgcn, gccf, sgl, simgcl, dccf, autocf" in capsys.readouterr().err
     assert main_run(["--method", "darec", "--set", "darec.score_on=both"]) == 2
     assert "valid: backbone, disentangled" in capsys.readouterr().err
     assert main_run(["--method", "darec", "--set", "darec.recluster_every=0"]) == 2
