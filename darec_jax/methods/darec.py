@@ -45,7 +45,7 @@ HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
 class Darec(Method):
     head_dim: int = 0
     lambda_or: float = 0.1
-    lambda_un: float = 0.1
+    lambda_un: float = 0.0
     lambda_gl: float = 0.1
     lambda_lo: float = 0.01
     global_loss: str = "mse"
