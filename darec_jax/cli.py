@@ -26,7 +26,7 @@ def run_parser() -> argparse.ArgumentParser:
         help=f"one of {', '.join(config_lib.BACKBONES)} (default: lightgcn)",
     )
     parser.add_argument(
-        "--method", default="none", help=f"one of {', '.join(config_lib.METHODS)} (default: none)"
+        "--method", default="darec", help=f"one of {', '.join(config_lib.METHODS)} (default: darec)"
     )
     parser.add_argument(
         "--data-dir",

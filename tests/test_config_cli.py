@@ -91,6 +91,7 @@ def test_cli_tiny_synthetic_run_and_resume_refusal(tmp_path, capsys):
     assert main_run(args) == 2
     assert "--resume" in capsys.readouterr().err
     assert json.loads((tmp_path / "w" / "results.json").read_text()) == results
+    assert results["method"] == "darec" and results["backbone"] == "lightgcn"  # the defaults
 
 
 def test_cli_unwritable_workdir_is_a_clear_error(tmp_path, capsys):
