@@ -258,7 +258,7 @@ def test_require_embeddings(tmp_path: Path) -> None:
     folder = _make_folder(tmp_path / "e", user_emb=_embeddings(N_USERS))
     data = load_rlmrec_folder(folder)  # optional: loads what is there
     assert data.user_emb is not None and data.item_emb is None and not data.has_embeddings
-    with pytest.raises(DataError, match="itm_emb_np.pkl"):
+    with pytest.raises(DataError, match=r"itm_emb_np.pkl \(without LLM embeddings.*--method none"):
         load_rlmrec_folder(folder, require_embeddings=True)
 
 

@@ -287,7 +287,12 @@ def load_rlmrec_folder(
     needed = MATRIX_FILES + (EMBEDDING_FILES if require_embeddings else ())
     missing = [f for f in needed if not (folder / f).is_file()]
     if missing:
-        raise DataError(f"dataset folder {folder} lacks {', '.join(missing)}; {FOLDER_CONTENTS}")
+        hint = ""
+        if set(missing) <= set(EMBEDDING_FILES):
+            hint = " (without LLM embeddings, train the bare backbone with --method none)"
+        raise DataError(
+            f"dataset folder {folder} lacks {', '.join(missing)}{hint}; {FOLDER_CONTENTS}"
+        )
 
     train_path = folder / MATRIX_FILES[0]
     shape, rows, cols = _load_matrix(train_path)
