@@ -7,8 +7,6 @@ every loss term (infomax included), every gradient and the parameters after Adam
 resample step followed by a step that reuses its graphs (fix_steps > 1).
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,7 +17,7 @@ from darec_jax import config as config_lib
 from darec_jax.models import autocf as jax_autocf
 from darec_jax.train.step import epoch_key, make_step_functions
 from tests.equivalence import assert_rel_close, padded_batch
-from tests.toy import random_dataset
+from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -37,13 +35,7 @@ def _torch_precision():
 
 
 def _data():
-    data = random_dataset(n_users=30, n_items=24, per_user=5, seed=11)
-    rng = np.random.default_rng(4)
-    return dataclasses.replace(
-        data,
-        user_emb=rng.normal(size=(30, LLM_DIM)).astype(np.float32),
-        item_emb=rng.normal(size=(24, LLM_DIM)).astype(np.float32),
-    )
+    return with_llm_embeddings(random_dataset(n_users=30, n_items=24, per_user=5, seed=11), LLM_DIM)
 
 
 def _config(method, overrides=None):

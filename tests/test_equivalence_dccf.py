@@ -7,8 +7,6 @@ gradient, one Adam step and the clean eval forward agree to 1e-5. Also: one comp
 DaRec trains on DCCF, and a short end-to-end run.
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +16,7 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.train.step import epoch_key, make_step_functions
 from tests.equivalence import assert_rel_close, padded_batch
-from tests.toy import random_dataset
+from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -36,13 +34,7 @@ def _torch_precision():
 
 
 def _data():
-    data = random_dataset(n_users=40, n_items=30, per_user=6, seed=11)
-    rng = np.random.default_rng(4)
-    return dataclasses.replace(
-        data,
-        user_emb=rng.normal(size=(40, LLM_DIM)).astype(np.float32),
-        item_emb=rng.normal(size=(30, LLM_DIM)).astype(np.float32),
-    )
+    return with_llm_embeddings(random_dataset(n_users=40, n_items=30, per_user=6, seed=11), LLM_DIM)
 
 
 def _config(method, overrides=None):

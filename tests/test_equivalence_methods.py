@@ -4,8 +4,6 @@ Same weights (backbone and method parameters), same padded batch, same injected 
 uniforms and node-mask seeds; every loss term, every gradient and one Adam step agree to 1e-5.
 """
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +14,7 @@ from darec_jax.eval import evaluate_embeddings, prepare_ranking
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import Batch, make_step_functions
 from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
-from tests.toy import random_dataset
+from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -31,13 +29,7 @@ def _torch_precision():
 
 
 def _data():
-    data = random_dataset(n_users=40, n_items=30, per_user=6, seed=11)
-    rng = np.random.default_rng(4)
-    return dataclasses.replace(
-        data,
-        user_emb=rng.normal(size=(40, LLM_DIM)).astype(np.float32),
-        item_emb=rng.normal(size=(30, LLM_DIM)).astype(np.float32),
-    )
+    return with_llm_embeddings(random_dataset(n_users=40, n_items=30, per_user=6, seed=11), LLM_DIM)
 
 
 def _copy(dst, src):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -38,4 +39,14 @@ def random_dataset(
         user_emb=None,
         item_emb=None,
         source="tests.toy",
+    )
+
+
+def with_llm_embeddings(data: InteractionData, dim: int, seed: int = 4) -> InteractionData:
+    """``data`` with standard-normal float32 stand-in LLM embeddings (users, then items)."""
+    rng = np.random.default_rng(seed)
+    return dataclasses.replace(
+        data,
+        user_emb=rng.normal(size=(data.n_users, dim)).astype(np.float32),
+        item_emb=rng.normal(size=(data.n_items, dim)).astype(np.float32),
     )
