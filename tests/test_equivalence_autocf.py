@@ -1,10 +1,11 @@
-"""AutoCF (bare, RLMRec-Con, RLMRec-Gen): the JAX code equals the PyTorch reference.
+"""AutoCF (bare, RLMRec-Con, RLMRec-Gen, DaRec): the JAX code equals the PyTorch reference.
 
 Same weights, same padded batch, the same injected resample draws (Gumbel uniforms, extra mask
 nodes Q, pair indices j and j') and node-mask seeds. Compared: the resampled graphs (seeds, the
 mask set, the encoder edges and weights, the decoder edges), the training and eval forwards,
 every loss term (infomax included), every gradient and the parameters after Adam steps, over a
-resample step followed by a step that reuses its graphs (fix_steps > 1).
+resample step followed by a step that reuses its graphs (fix_steps > 1). DaRec's cluster
+assignments and pair subsets are injected too.
 """
 
 import jax
@@ -24,6 +25,22 @@ ref = pytest.importorskip("darec_jax.reference")
 ref_autocf = pytest.importorskip("darec_jax.reference.autocf")
 
 LLM_DIM = 12
+K = 4
+DARECS = {
+    "darec.num_clusters": K,
+    "darec.pair_sample": 20,
+    "darec.lambda_or": 0.3,
+    "darec.lambda_un": 0.2,
+    "darec.lambda_gl": 0.4,
+    "darec.lambda_lo": 0.5,
+}
+HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
+METHOD_TERMS = {
+    "none": [],
+    "rlmrec-con": ["kd"],
+    "rlmrec-gen": ["recon"],
+    "darec": ["orth", "unif", "global", "local"],
+}
 GCN_LAYERS = 2
 SEED_NUM = 3
 FIX_STEPS = 2
@@ -70,7 +87,12 @@ def _pairs(model, method, tree):
     for g, layer in enumerate(model.gtLayers):
         out += [(layer.qTrans, b["gt_wq"][g]), (layer.kTrans, b["gt_wk"][g])]
         out.append((layer.vTrans, b["gt_wv"][g]))
-    if method != "none":
+    if method == "darec":
+        for head in HEADS:
+            seq, mlp = getattr(model, head).mlp, tree["method"][head]
+            out += [(seq[0].weight, mlp["w1"]), (seq[0].bias, mlp["b1"])]
+            out += [(seq[2].weight, mlp["w2"]), (seq[2].bias, mlp["b2"])]
+    elif method != "none":
         seq, mlp = model.mlp.mlp, tree["method"]["mlp"]
         out += [(seq[0].weight, mlp["w1"]), (seq[0].bias, mlp["b1"])]
         out += [(seq[2].weight, mlp["w2"]), (seq[2].bias, mlp["b2"])]
@@ -79,9 +101,9 @@ def _pairs(model, method, tree):
     return out
 
 
-def _setup(method):
+def _setup(method, overrides=None):
     data = _data()
-    cfg = _config(method)
+    cfg = _config(method, overrides)
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
     m, r = cfg.model, cfg.rlmrec
@@ -110,6 +132,23 @@ def _setup(method):
             kd_weight=r.kd_weight,
             kd_temperature=r.kd_temperature,
         )
+    elif method == "darec":
+        d = cfg.darec
+        darec = dict(
+            lambda_or=d.lambda_or,
+            lambda_un=d.lambda_un,
+            lambda_gl=d.lambda_gl,
+            lambda_lo=d.lambda_lo,
+            global_kind=d.global_loss,
+            global_temperature=d.global_temperature,
+            local_temperature=d.local_temperature,
+            num_clusters=d.num_clusters,
+            local_assign=d.local_assign,
+            score_on=d.score_on,
+        )
+        model = ref_autocf.AutoCFDaRecRef(
+            data.n_users, data.n_items, adj, *semantic, darec=darec, **common
+        )
     else:
         model = ref_autocf.AutoCFGeneRef(
             data.n_users,
@@ -121,7 +160,9 @@ def _setup(method):
             recon_weight=r.recon_weight,
             recon_temperature=r.recon_temperature,
         )
-    for dst, src in _pairs(model, method, params):
+    pairs = _pairs(model, method, params)
+    assert len(pairs) == len(list(model.parameters())) == len(jax.tree.leaves(params))
+    for dst, src in pairs:
         _copy(dst, src)
     return cfg, data, fns, arrays, params, opt_state, model
 
@@ -236,11 +277,12 @@ def _compare_step(model, trainer, method, ref_in, ours):
         torch.from_numpy(anc), torch.from_numpy(pos), torch.from_numpy(neg), ref_draws, **kwargs
     )
     rtotal.backward()
-    names = {"none": [], "rlmrec-con": ["kd"], "rlmrec-gen": ["recon"]}[method]
-    assert list(rterms) == ["rec", "reg", "cl", *names, "infomax"]
+    assert list(rterms) == ["rec", "reg", "cl", *METHOD_TERMS[method], "infomax"]
     assert set(terms) == {*rterms, "loss"}
     for name, value in rterms.items():
         assert_rel_close(terms[name], value.item(), name)
+    for name in METHOD_TERMS[method]:
+        assert rterms[name].item() != 0.0, name
     assert_rel_close(total, rtotal.item(), "total")
     for k, (t, g) in enumerate(_pairs(model, method, grads)):
         assert_rel_close(g, t.grad.numpy(), f"grad {k}")
@@ -250,15 +292,57 @@ def _compare_step(model, trainer, method, ref_in, ours):
         assert_rel_close(p, t.detach().numpy(), f"adam {k}")
 
 
-@pytest.mark.parametrize("method", ["none", "rlmrec-con", "rlmrec-gen"])
-def test_two_steps_terms_gradients_and_adam(method):
-    cfg, data, fns, arrays, params, opt_state, model = _setup(method)
+def _darec_draws(rng, data, n_real, size):
+    """DaRec's step draws (cluster assignments, pair subsets) for both sides."""
+    user_assign = rng.integers(0, K, data.n_users)
+    item_assign = rng.integers(0, K, data.n_items)
+    user_subset = rng.choice(n_real, 20, replace=False)
+    item_subset = rng.choice(2 * n_real, 20, replace=False)
+    # Our item set is [pos (size rows) ; neg (size rows)]; the reference's [pos (n) ; neg (n)].
+    item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
+    ours = {
+        "user_assign": jnp.asarray(user_assign, jnp.int32),
+        "item_assign": jnp.asarray(item_assign, jnp.int32),
+        "user_subset": jnp.asarray(user_subset, jnp.int32),
+        "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
+    }
+    theirs = {
+        "user_assign": torch.from_numpy(user_assign),
+        "item_assign": torch.from_numpy(item_assign),
+        "user_subset": torch.from_numpy(user_subset),
+        "item_subset": torch.from_numpy(item_subset),
+    }
+    return ours, theirs
+
+
+@pytest.mark.parametrize(
+    ("method", "overrides"),
+    [
+        ("none", {}),
+        ("rlmrec-con", {}),
+        ("rlmrec-gen", {}),
+        ("darec", DARECS),
+        (
+            "darec",
+            {
+                **DARECS,
+                "darec.score_on": "disentangled",
+                "darec.global_loss": "kl",
+                "darec.global_temperature": 0.5,
+            },
+        ),
+    ],
+)
+def test_two_steps_terms_gradients_and_adam(method, overrides):
+    cfg, data, fns, arrays, params, opt_state, model = _setup(method, overrides)
     trainer = ref_autocf.AutoCFTrainer(model, ref.make_optimizer(model, lr=cfg.train.lr))
     assert trainer.fix_steps == FIX_STEPS
     run = _jax_step(fns, arrays)
     rng = np.random.default_rng(7)
 
-    def method_draws():
+    def method_draws(n_real, size):
+        if method == "darec":
+            return _darec_draws(rng, data, n_real, size)
         if method != "rlmrec-gen":
             return {}, {}
         seeds = rng.choice(model.n_nodes, fns.method.n_seeds, replace=False)
@@ -270,7 +354,7 @@ def test_two_steps_terms_gradients_and_adam(method):
     # Step 0 resamples with the injected draws.
     trainer.start_epoch()
     ref_draws, draws = _resample_draws(model, seed=2)
-    ours_m, theirs_m = method_draws()
+    ours_m, theirs_m = method_draws(45, 64)
     anc, pos, neg, batch = _batch(data, 45, 64, seed=0)
     init = fns.backbone(params).init_step_state(arrays)
     ours = run(params, opt_state, init, jnp.int32(0), batch, {**draws, **ours_m})
@@ -289,7 +373,7 @@ def test_two_steps_terms_gradients_and_adam(method):
 
     # Step 1 keeps the graphs: its fresh draws are ignored and infomax is an exact 0.
     _, fresh = _resample_draws(model, seed=3)
-    ours_m, theirs_m = method_draws()
+    ours_m, theirs_m = method_draws(40, 64)
     anc, pos, neg, batch = _batch(data, 40, 64, seed=1)
     ours = run(params, opt_state, state, jnp.int32(1), batch, {**fresh, **ours_m})
     state1, _, _, terms, _, params, _ = ours
@@ -299,8 +383,9 @@ def test_two_steps_terms_gradients_and_adam(method):
     _compare_step(model, trainer, method, (anc, pos, neg, None, theirs_m), ours)
     assert run._cache_size() == 1
 
-    # The clean eval forward after the two steps: Â and the GT layers on ℰ0.
-    eu, ei = fns.jit_eval_embeddings(params, arrays)
+    # The clean eval forward after the two steps (Â and the GT layers on ℰ0), through DaRec's
+    # scoring heads when it scores on [E_sp ‖ E_sh]: the vectors ranking uses.
+    eu, ei = fns.jit_scoring_embeddings(params, arrays)
     with torch.no_grad():
         reu, rei = model.eval_embeddings()
     assert_rel_close(eu, reu.numpy(), "eval F_u")

@@ -5,6 +5,7 @@ Q14–Q20).
 * :class:`AutoCFPlusRef` — AutoCF_plus (RLMRec-Con): rec + reg + cl + kd (no negative-item term).
 * :class:`AutoCFGeneRef` — AutoCF_gene (RLMRec-Gen): rec + reg + cl + recon on the forward from the
   NodeMask-ed E0 (mask token ``gene_masker.mask_token``).
+* :class:`AutoCFDaRecRef` — DaRec on AutoCF: rec + reg + cl + the four DaRec terms.
 * :class:`AutoCFTrainer` — the trainer behaviour: at step i of an epoch (i resets every epoch) with
   i % fix_steps == 0 it first resamples the masked subgraph (:meth:`AutoCFRef.resample`), then
   computes ``cal_loss`` on the current graphs and, on resample steps only, adds the infomax term
@@ -50,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darec_jax.reference.darec import DaRecMixin
 from darec_jax.reference.lightgcn import reg_params
 from darec_jax.reference.losses import AlignMLP, node_mask, rlmrec_con_kd
 from darec_jax.reference.train import _batches_vectorised, make_optimizer, sample_negatives
@@ -63,6 +65,7 @@ from darec_jax.reference.variants import (
 )
 
 __all__ = [
+    "AutoCFDaRecRef",
     "AutoCFDraws",
     "AutoCFGeneRef",
     "AutoCFGraph",
@@ -930,3 +933,50 @@ class AutoCFTrainer:
             total += float(loss)
             steps += 1
         return total / max(steps, 1)
+
+
+class AutoCFDaRecRef(DaRecMixin, AutoCFRef):
+    """DaRec on AutoCF: total = rec + reg + cl + λ_or·L_or + λ_un·L_un + λ_gl·L_gl + λ_lo·L_lo, on
+    the current graphs' forward (DAREC.md §2–§8 over §2.6); :class:`AutoCFTrainer` adds infomax
+    last on resample steps, as for every AutoCF variant.
+
+    Parameters in order: AutoCF's, then DaRec's heads ``cf_specific``, ``cf_shared``,
+    ``llm_specific``, ``llm_shared``.
+
+    Args:
+        n_users, n_items, adj: as :class:`AutoCFRef`.
+        usr_emb, itm_emb: LLM embeddings [U, Ds], [I, Ds].
+        darec: keyword arguments of :meth:`DaRecMixin._init_darec` (λs, K, temperatures, …).
+        **autocf: keyword arguments of :class:`AutoCFRef` (embedding_size, gcn_layer, …).
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        usr_emb: np.ndarray | torch.Tensor,
+        itm_emb: np.ndarray | torch.Tensor,
+        darec: dict | None = None,
+        **autocf,
+    ) -> None:
+        super().__init__(n_users, n_items, adj, **autocf)
+        self._init_darec(usr_emb, itm_emb, **(darec or {}))
+
+    def cal_loss(
+        self,
+        anc: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        **darec_draws: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step's loss on the current graphs (no infomax; the trainer adds it).
+
+        Args:
+            anc, pos: int64 [B] ids; neg: int64 [B], ignored by rec but in DaRec's item set.
+            **darec_draws: :meth:`DaRecMixin.darec_terms`' assignments and subsets.
+
+        Returns:
+            (total, {"rec", "reg", "cl", "orth", "unif", "global", "local"}).
+        """
+        return self.darec_loss(anc, pos, neg, **darec_draws)

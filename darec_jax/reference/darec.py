@@ -198,8 +198,10 @@ class DaRecMixin:
         backbone_draws: dict | None = None,
         **darec_draws: torch.Tensor | None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One step's loss for a backbone with ``train_forward``: bpr (on the scoring vectors) +
-        reg + the backbone's terms + the DaRec terms, added in that order.
+        """One step's loss for a backbone with ``train_forward``: the recommendation term (on the
+        scoring vectors) + reg + the backbone's terms + the DaRec terms, added in that order. The
+        recommendation term is BPR, or the backbone's own when it assembles its loss itself
+        (AutoCF's ``assemble_loss``: rec, negatives ignored).
 
         Args:
             anc, pos, neg: int64 [B] ids.
@@ -211,6 +213,9 @@ class DaRecMixin:
         scored = BackboneOutput(
             self.score_vectors(out.user_final), self.score_vectors(out.item_final), out.terms
         )
+        own = getattr(self, "assemble_loss", None)
+        if own is not None:
+            return own(scored, anc, pos, neg, terms)
         return assemble_loss(self, scored, anc, pos, neg, terms)
 
     @torch.no_grad()
