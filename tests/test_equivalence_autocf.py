@@ -22,6 +22,7 @@ from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
+build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
 ref_autocf = pytest.importorskip("darec_jax.reference.autocf")
 
 LLM_DIM = 12
@@ -105,61 +106,7 @@ def _setup(method, overrides=None):
     data = _data()
     cfg = _config(method, overrides)
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    m, r = cfg.model, cfg.rlmrec
-    common = dict(
-        embedding_size=m.embedding_size,
-        gcn_layer=m.layer_num,
-        gt_layer=m.gt_layer,
-        head_num=m.head_num,
-        seed_num=m.seed_num,
-        mask_depth=m.mask_depth,
-        keep_rate=m.keep_rate,
-        fix_steps=m.fix_steps,
-        reg_weight=m.reg_weight,
-        ssl_reg=m.ssl_reg,
-    )
-    semantic = (data.user_emb, data.item_emb)
-    if method == "none":
-        model = ref_autocf.AutoCFRef(data.n_users, data.n_items, adj, **common)
-    elif method == "rlmrec-con":
-        model = ref_autocf.AutoCFPlusRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            *semantic,
-            **common,
-            kd_weight=r.kd_weight,
-            kd_temperature=r.kd_temperature,
-        )
-    elif method == "darec":
-        d = cfg.darec
-        darec = dict(
-            lambda_or=d.lambda_or,
-            lambda_un=d.lambda_un,
-            lambda_gl=d.lambda_gl,
-            lambda_lo=d.lambda_lo,
-            global_kind=d.global_loss,
-            global_temperature=d.global_temperature,
-            local_temperature=d.local_temperature,
-            num_clusters=d.num_clusters,
-            local_assign=d.local_assign,
-            score_on=d.score_on,
-        )
-        model = ref_autocf.AutoCFDaRecRef(
-            data.n_users, data.n_items, adj, *semantic, darec=darec, **common
-        )
-    else:
-        model = ref_autocf.AutoCFGeneRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            *semantic,
-            **common,
-            mask_ratio=r.mask_ratio,
-            recon_weight=r.recon_weight,
-            recon_temperature=r.recon_temperature,
-        )
+    model, _ = build_reference(cfg, data)
     pairs = _pairs(model, method, params)
     assert len(pairs) == len(list(model.parameters())) == len(jax.tree.leaves(params))
     for dst, src in pairs:

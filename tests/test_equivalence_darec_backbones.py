@@ -26,11 +26,7 @@ from tests.test_equivalence_gccf_sgl_simgcl import (
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
-ref_darec = pytest.importorskip("darec_jax.reference.darec")
-ref_gccf = pytest.importorskip("darec_jax.reference.gccf")
-ref_sgl = pytest.importorskip("darec_jax.reference.sgl")
-ref_simgcl = pytest.importorskip("darec_jax.reference.simgcl")
-ref_dccf = pytest.importorskip("darec_jax.reference.dccf")
+build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
 
 K = 4
 DARECS = {
@@ -41,12 +37,6 @@ DARECS = {
     "darec.lambda_gl": 0.4,
     "darec.lambda_lo": 0.5,
 }
-BARE = {
-    "gccf": ref_gccf.GCCFRef,
-    "sgl": ref_sgl.SGLRef,
-    "simgcl": ref_simgcl.SimGCLRef,
-    "dccf": ref_dccf.DCCFRef,
-}
 HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
 
 
@@ -56,37 +46,7 @@ def _torch_precision():
 
 
 def _reference(cfg, data):
-    m, d = cfg.model, cfg.darec
-    adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    options = dict(embedding_size=m.embedding_size, layer_num=m.layer_num, reg_weight=m.reg_weight)
-    backbone = cfg.model.backbone
-    if backbone == "gccf":
-        options["self_loops"] = False  # DaRec, like every variant, uses Â without (Q1)
-    if backbone == "sgl":
-        options["keep_rate"] = m.keep_rate
-    if backbone in ("sgl", "simgcl", "dccf"):
-        options.update(cl_weight=m.cl_weight, cl_temperature=m.cl_temperature)
-    if backbone == "simgcl":
-        options["eps"] = m.eps
-    if backbone == "dccf":
-        options["intent_num"] = m.intent_num
-    cls = type(f"{BARE[backbone].__name__}DaRec", (ref_darec.DaRecMixin, BARE[backbone]), {})
-    model = cls(data.n_users, data.n_items, adj, **options)
-    model._init_darec(
-        data.user_emb,
-        data.item_emb,
-        lambda_or=d.lambda_or,
-        lambda_un=d.lambda_un,
-        lambda_gl=d.lambda_gl,
-        lambda_lo=d.lambda_lo,
-        global_kind=d.global_loss,
-        global_temperature=d.global_temperature,
-        local_temperature=d.local_temperature,
-        num_clusters=d.num_clusters,
-        local_assign=d.local_assign,
-        score_on=d.score_on,
-    )
-    return model, adj
+    return build_reference(cfg, data)
 
 
 def _pairs(model, cfg, tree):

@@ -20,6 +20,7 @@ from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
+build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
 ref_dccf = pytest.importorskip("darec_jax.reference.dccf")
 
 LLM_DIM = 12
@@ -86,41 +87,7 @@ def _setup(method, overrides=None):
     data = _data()
     cfg = _config(method, overrides)
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    m, r = cfg.model, cfg.rlmrec
-    common = dict(
-        embedding_size=m.embedding_size,
-        layer_num=m.layer_num,
-        intent_num=m.intent_num,
-        reg_weight=m.reg_weight,
-        cl_weight=m.cl_weight,
-        cl_temperature=m.cl_temperature,
-    )
-    if method == "none":
-        model = ref_dccf.DCCFRef(data.n_users, data.n_items, adj, **common)
-    elif method == "rlmrec-con":
-        model = ref_dccf.DCCFPlusRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            data.user_emb,
-            data.item_emb,
-            **common,
-            kd_weight=r.kd_weight,
-            kd_temperature=r.kd_temperature,
-        )
-    else:
-        model = ref_dccf.DCCFGeneRef(
-            data.n_users,
-            data.n_items,
-            adj,
-            data.user_emb,
-            data.item_emb,
-            **common,
-            mask_ratio=r.mask_ratio,
-            recon_weight=r.recon_weight,
-            recon_temperature=r.recon_temperature,
-        )
+    model, adj = build_reference(cfg, data)
     # The JAX initialisation goes into torch.
     for dst, src in _tree_pairs(model, method, params):
         _copy(dst, src)

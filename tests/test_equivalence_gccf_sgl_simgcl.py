@@ -25,6 +25,7 @@ ref = pytest.importorskip("darec_jax.reference")
 ref_gccf = pytest.importorskip("darec_jax.reference.gccf")
 ref_sgl = pytest.importorskip("darec_jax.reference.sgl")
 ref_simgcl = pytest.importorskip("darec_jax.reference.simgcl")
+build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
 
 LLM_DIM = 12
 DIM = 32
@@ -47,11 +48,6 @@ METHOD_OPTIONS = {
         "rlmrec.recon_weight": 0.5,
         "rlmrec.recon_temperature": 0.3,
     },
-}
-REF_CLASSES = {
-    "gccf": (ref_gccf.GCCFRef, ref_gccf.GCCFPlusRef, ref_gccf.GCCFGeneRef),
-    "sgl": (ref_sgl.SGLRef, ref_sgl.SGLPlusRef, ref_sgl.SGLGeneRef),
-    "simgcl": (ref_simgcl.SimGCLRef, ref_simgcl.SimGCLPlusRef, ref_simgcl.SimGCLGeneRef),
 }
 
 
@@ -80,31 +76,7 @@ def _config(backbone, method, **overrides):
 
 def _reference_model(cfg, data):
     """The reference class of (backbone, method) with cfg's hyper-parameters."""
-    backbone, method, m, r = cfg.model.backbone, cfg.method, cfg.model, cfg.rlmrec
-    bare, con, gen = REF_CLASSES[backbone]
-    self_loops = backbone == "gccf" and method == "none"  # Q1
-    adj = ref.normalized_adjacency(
-        data.n_users, data.n_items, data.train.users, data.train.items, self_loops=self_loops
-    )
-    options = dict(embedding_size=DIM, layer_num=LAYERS, reg_weight=REG)
-    if backbone == "sgl":
-        options.update(keep_rate=m.keep_rate)
-    if backbone in ("sgl", "simgcl"):
-        options.update(cl_weight=m.cl_weight, cl_temperature=m.cl_temperature)
-    if backbone == "simgcl":
-        options.update(eps=m.eps)
-    if method == "none":
-        return bare(data.n_users, data.n_items, adj, **options), adj
-    semantic = (data.user_emb, data.item_emb)
-    if method == "rlmrec-con":
-        options.update(kd_weight=r.kd_weight, kd_temperature=r.kd_temperature)
-        return con(data.n_users, data.n_items, adj, *semantic, **options), adj
-    options.update(
-        mask_ratio=r.mask_ratio,
-        recon_weight=r.recon_weight,
-        recon_temperature=r.recon_temperature,
-    )
-    return gen(data.n_users, data.n_items, adj, *semantic, **options), adj
+    return build_reference(cfg, data)
 
 
 def _mlp_pairs(torch_mlp, jax_mlp):
