@@ -19,6 +19,14 @@ arrays on both sides; any a dataset has are replaced): a speed benchmark, not an
 Each (side, method) runs alone in its own subprocess; the table goes to
 ``speed_<dataset>_methods.md`` (and ``.json``) under ``--out``, and the LightGCN table above is
 not run.
+
+Per backbone (``--backbones``): each backbone with ``--method none`` and its reference
+hyper-parameters, training seconds per epoch and seconds per full evaluation on both sides::
+
+    python -m experiments.benchmark --dataset yelp --data-dir ../shared/data/yelp \
+        --backbones lightgcn gccf sgl simgcl dccf autocf --epochs 3 --evals 3
+
+(table ``speed_<dataset>_backbones.md``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from darec_jax.config import BACKBONES
 
 
 def _peak_rss_mb() -> float:
@@ -91,14 +101,16 @@ def _jax_trainer(cfg, data):
     return fns, arrays, state, epoch
 
 
-def run_jax(args) -> dict:
+def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
+    """Training seconds per epoch and seconds per full validation pass of ``backbone`` with
+    ``--method none``, JAX side (``data``: default ``--dataset``)."""
     import jax
 
     from darec_jax import config as config_lib
     from darec_jax.eval import evaluate_embeddings, prepare_ranking
 
-    data = _load(args)
-    cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
+    data = _load(args) if data is None else data
+    cfg = config_lib.build_config(args.dataset, backbone, "none")
     fns, arrays, state, epoch = _jax_trainer(cfg, data)
     task = prepare_ranking(
         data.n_users,
@@ -120,8 +132,10 @@ def run_jax(args) -> dict:
     evals = _time_repeats(evaluate, args.evals)
     return {
         "side": "jax",
+        "backbone": backbone,
         "version": jax.__version__,
         "device": str(jax.devices()[0]),
+        "steps_per_epoch": fns.n_batches,
         "epoch_seconds": epochs,
         "eval_seconds": evals,
         "first_epoch_seconds": first_epoch,
@@ -131,59 +145,45 @@ def run_jax(args) -> dict:
 
 
 def _torch_model(cfg, data):
-    """The reference model of ``cfg.method`` with the hyper-parameters of the JAX config."""
-    from darec_jax.reference import LightGCNRef, normalized_adjacency
-    from darec_jax.reference.methods import LightGCNDaRecRef, LightGCNGeneRef, LightGCNPlusRef
+    """The reference model of ``cfg``'s backbone and method with the JAX config's
+    hyper-parameters."""
+    from darec_jax.reference.factory import build_reference
 
-    adj = normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    m, r, d = cfg.model, cfg.rlmrec, cfg.darec
-    backbone = (m.embedding_size, m.layer_num, m.reg_weight, m.keep_rate)
-    if cfg.method == "none":
-        return LightGCNRef(data.n_users, data.n_items, adj, *backbone)
-    common = (data.n_users, data.n_items, adj, data.user_emb, data.item_emb, *backbone)
-    if cfg.method == "rlmrec-con":
-        return LightGCNPlusRef(*common, kd_weight=r.kd_weight, kd_temperature=r.kd_temperature)
-    if cfg.method == "rlmrec-gen":
-        return LightGCNGeneRef(
-            *common,
-            mask_ratio=r.mask_ratio,
-            recon_weight=r.recon_weight,
-            recon_temperature=r.recon_temperature,
-        )
-    if cfg.method == "darec":
-        return LightGCNDaRecRef(
-            *common,
-            head_dim=d.head_dim or None,
-            lambda_or=d.lambda_or,
-            lambda_un=d.lambda_un,
-            lambda_gl=d.lambda_gl,
-            lambda_lo=d.lambda_lo,
-            global_kind=d.global_loss,
-            global_temperature=d.global_temperature,
-            local_temperature=d.local_temperature,
-            num_clusters=d.num_clusters,
-            local_assign=d.local_assign,
-            score_on=d.score_on,
-        )
-    raise ValueError(f"unknown method {cfg.method!r}; valid: {', '.join(METHODS)}")
+    return build_reference(cfg, data)[0]
 
 
-def run_torch(args, pipeline: str = "vectorised") -> dict:
+def run_torch(args, pipeline: str = "vectorised", backbone: str = "lightgcn", data=None) -> dict:
+    """The reference side of :func:`run_jax` (``pipeline``: the vectorised data path, or
+    RLMRec's sequential one, LightGCN only). The reference draws its own randomness (edge
+    dropout, noise, AutoCF's resampling through its trainer) from the torch generator."""
     import numpy as np
     import torch
 
     from darec_jax import config as config_lib
     from darec_jax.reference import evaluate, make_optimizer
+    from darec_jax.reference.autocf import AutoCFTrainer
     from darec_jax.reference.train import train_epoch
 
+    if pipeline != "vectorised" and backbone != "lightgcn":
+        raise ValueError("RLMRec's data path is timed for LightGCN only")
     torch.manual_seed(0)
-    data = _load(args)
-    cfg = config_lib.build_config(args.dataset, "lightgcn", "none")
+    data = _load(args) if data is None else data
+    cfg = config_lib.build_config(args.dataset, backbone, "none")
     model = _torch_model(cfg, data)
     optim = make_optimizer(model, cfg.train.lr)
     rng = np.random.RandomState(0)
+    trainer = AutoCFTrainer(model, optim) if backbone == "autocf" else None
 
     def epoch():
+        if trainer is not None:
+            trainer.train_epoch(
+                data.train.users,
+                data.train.items,
+                data.n_items,
+                rng,
+                batch_size=cfg.train.batch_size,
+            )
+            return
         train_epoch(
             model,
             optim,
@@ -212,7 +212,9 @@ def run_torch(args, pipeline: str = "vectorised") -> dict:
     evals = _time_repeats(run_eval, args.evals)
     return {
         "side": "torch" if pipeline == "vectorised" else "torch-rlmrec",
+        "backbone": backbone,
         "version": torch.__version__,
+        "steps_per_epoch": -(-data.train.nnz // cfg.train.batch_size),
         "device": "cpu",
         "threads": torch.get_num_threads(),
         "epoch_seconds": epochs,
@@ -396,7 +398,42 @@ def _methods_table(res: dict, args) -> str:
     return "\n".join(lines)
 
 
-def _run_side(args, side: str, method: str | None = None) -> tuple[dict | None, int]:
+def _backbones_table(res: dict, args) -> str:
+    """Markdown: per backbone (``--method none``), seconds per epoch and per evaluation on each
+    side and their ratios."""
+    med = statistics.median
+    jx, tr = res["jax"], res["torch"]
+    any_jx, any_tr = next(iter(jx.values())), next(iter(tr.values()))
+    lines = [
+        f"Each backbone with `--method none`, {args.dataset} ({any_jx['steps_per_epoch']} steps "
+        f"per epoch, the reference hyper-parameters of each); medians of {args.epochs} timed "
+        f"training epochs and {args.evals} timed full validation passes after one warm-up each "
+        "(JAX: with compilation), each (side, backbone) alone in its own process; "
+        f"{os.cpu_count()} CPU cores, {platform.machine()}, JAX {any_jx['version']} "
+        f"({any_jx['device']}), PyTorch {any_tr['version']} ({any_tr.get('threads')} threads). "
+        "Reference: our PyTorch reference with the vectorised data path, drawing its own edge "
+        "dropout, noise and AutoCF resamples.",
+        "",
+        "| backbone | JAX s/epoch | reference s/epoch | JAX ÷ reference | JAX s/eval | "
+        "reference s/eval | JAX ÷ reference | JAX first epoch (compile) | JAX peak RSS MB | "
+        "reference peak RSS MB |",
+        "|---|" + "---:|" * 9,
+    ]
+    for backbone in jx:
+        a, b = jx[backbone], tr[backbone]
+        ea, eb = med(a["epoch_seconds"]), med(b["epoch_seconds"])
+        va, vb = med(a["eval_seconds"]), med(b["eval_seconds"])
+        lines.append(
+            f"| {backbone} | {ea:.3f} | {eb:.3f} | {ea / eb:.3f} | {va:.3f} | {vb:.3f} | "
+            f"{va / vb:.3f} | {a['first_epoch_seconds']:.1f} | {a['peak_rss_mb']:.0f} | "
+            f"{b['peak_rss_mb']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _run_side(
+    args, side: str, method: str | None = None, backbone: str | None = None
+) -> tuple[dict | None, int]:
     """Run one side (and method) alone in a subprocess: (its result or None, exit status)."""
     cmd = [
         sys.executable,
@@ -417,6 +454,9 @@ def _run_side(args, side: str, method: str | None = None) -> tuple[dict | None, 
     if method is not None:
         cmd += ["--side-method", method, "--llm-dim", str(args.llm_dim)]
         label = f"{side} {method}"
+    if backbone is not None:
+        cmd += ["--side-backbone", backbone]
+        label = f"{side} {backbone}"
     print(f"running the {label} side alone ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -458,13 +498,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1536,
         help="width of the stand-in LLM embeddings of --methods (RLMRec's: 1536)",
     )
+    parser.add_argument(
+        "--backbones",
+        nargs="+",
+        choices=BACKBONES,
+        default=None,
+        help="time these backbones' training epochs and evaluations (--method none) on both "
+        "sides instead (a per-backbone table, speed_<dataset>_backbones.md)",
+    )
     parser.add_argument("--side", choices=("jax", "torch", "torch-rlmrec"), help=argparse.SUPPRESS)
     parser.add_argument("--side-method", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument("--side-backbone", choices=BACKBONES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.llm_dim < 1:
         parser.error("--llm-dim must be >= 1")
-    if args.side_method and args.side not in ("jax", "torch"):
-        parser.error("--side-method needs --side jax or torch")
+    if args.epochs < 1 or args.evals < 1:
+        parser.error("--epochs and --evals must be >= 1")
+    if args.methods and args.backbones:
+        parser.error("--methods and --backbones are separate tables: give one of them")
+    if (args.side_method or args.side_backbone) and args.side not in ("jax", "torch"):
+        parser.error("--side-method / --side-backbone need --side jax or torch")
     return args
 
 
@@ -483,12 +536,32 @@ def _main_methods(args) -> int:
     return 0
 
 
+def _main_backbones(args) -> int:
+    backbones = list(dict.fromkeys(args.backbones))
+    results: dict = {"jax": {}, "torch": {}}
+    for side in ("jax", "torch"):
+        for backbone in backbones:
+            result, rc = _run_side(args, side, backbone=backbone)
+            if result is None:
+                return rc
+            results[side][backbone] = result
+    table = _backbones_table(results, args)
+    print(table)
+    _save(args.out, f"speed_{args.dataset}_backbones", table, results)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.side:
         if args.side_method:
             run = run_jax_method if args.side == "jax" else run_torch_method
             result = run(args, args.side_method)
+        elif args.side_backbone:
+            if args.side == "jax":
+                result = run_jax(args, args.side_backbone)
+            else:
+                result = run_torch(args, "vectorised", args.side_backbone)
         elif args.side == "jax":
             result = run_jax(args)
         else:
@@ -497,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.methods:
         return _main_methods(args)
+    if args.backbones:
+        return _main_backbones(args)
     results = {}
     for side in ("jax", "torch", "torch-rlmrec"):
         result, rc = _run_side(args, side)
