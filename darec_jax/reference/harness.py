@@ -1,0 +1,399 @@
+"""Step-by-step comparison of our JAX training with the PyTorch reference, for any backbone and
+method: the engine of ``python -m experiments.equivalence``.
+
+Both sides start from the same weights (ours, copied into the reference through the state_dict
+names of :mod:`darec_jax.interop`), take ``steps`` Adam steps on identical batches (the real rows
+padded on our side, as our epochs pad the last batch) with every random draw made once here and
+given to both — edge-dropout uniforms (aligned edge by edge between the two storage orders),
+SimGCL's noise, AutoCF's Gumbel uniforms, extra mask nodes and decoder pairs, node-mask seeds,
+DaRec's cluster assignments and pair subsets — and are compared after every step:
+
+* every loss term and the total, every gradient (by reference name), the parameters after the
+  step, and the scoring embeddings (the clean forward ranking uses);
+* after the last step, the validation metrics of both sides' full evaluation.
+
+Errors are ``max |ours − reference|`` and that over ``max |reference|`` (relative to the
+quantity's scale). Parameters after an Adam step get one derived allowance on top of the
+relative tolerance: Adam divides by sqrt(v) + ε, so where a gradient entry is ~ε the float32
+rounding of that gradient (already checked above) is amplified up to the learning rate; the
+allowance is the difference between our optimiser's update from our gradients and from the
+reference's gradients, from the same optimiser state. After each step's checks our parameters
+and Adam moments are copied into the reference (``resync``), so every step starts from one state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import torch
+
+from darec_jax.reference.adjacency import adjacency_edges
+from darec_jax.reference.factory import build_reference
+from darec_jax.reference.metrics import evaluate as reference_evaluate
+from darec_jax.reference.state_dict import load_rlmrec_state_dict, rlmrec_name
+from darec_jax.reference.train import make_optimizer
+
+__all__ = ["Check", "compare_training"]
+
+
+@dataclasses.dataclass
+class Check:
+    """One compared quantity: ``abs_err`` = max |ours − reference|, ``scale`` = max |reference|,
+    ``allowed`` = the bound ``abs_err`` was held to (for parameters, the largest element-wise
+    bound: rtol·scale + that element's Adam allowance)."""
+
+    step: int  # the step after which it was compared
+    kind: str  # "term", "grad", "param", "embedding", "metric"
+    name: str
+    abs_err: float
+    scale: float
+    allowed: float
+    ok: bool
+
+    @property
+    def rel_err(self) -> float:
+        return self.abs_err / max(self.scale, 1e-30)
+
+
+def _err(ours, theirs) -> tuple[float, float]:
+    a = np.asarray(ours, np.float64)
+    b = np.asarray(theirs, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shape {a.shape} != {b.shape}")
+    return float(np.max(np.abs(a - b), initial=0.0)), float(np.max(np.abs(b), initial=0.0))
+
+
+class _Sides:
+    """Both implementations of one config, their state and the injected draws."""
+
+    def __init__(self, cfg, data, seed: int, perturb: dict[str, float] | None):
+        import jax
+
+        from darec_jax.interop import to_state_dict
+        from darec_jax.train.step import make_step_functions
+
+        self.cfg, self.data = cfg, data
+        self.rng = np.random.default_rng(seed)
+        self.fns, self.arrays, self.params, self.opt_state = make_step_functions(cfg, data)
+        self.model, adj = build_reference(cfg, data)
+        state = to_state_dict(cfg, self.params)
+        for name, delta in (perturb or {}).items():
+            if name not in state:
+                raise ValueError(f"--perturb: no parameter {name!r}; valid: {', '.join(state)}")
+            state[name] = state[name] + np.float32(delta)
+        load_rlmrec_state_dict(self.model, state)
+        self.optimizer = make_optimizer(self.model, lr=cfg.train.lr)
+        self.backbone_name, self.method_name = cfg.model.backbone, cfg.method
+        self.step_state = self.fns.backbone(self.params).init_step_state(self.arrays)
+        if self.backbone_name in ("lightgcn", "sgl"):
+            from darec_jax.graph import edge_permutation
+
+            rows, cols, _ = adjacency_edges(adj)
+            self.perm = edge_permutation(self.arrays.graph, rows, cols)
+        if self.backbone_name == "autocf":
+            from darec_jax.reference.autocf import AutoCFTrainer
+
+            self.trainer = AutoCFTrainer(self.model, self.optimizer)
+            self.trainer.start_epoch()
+        self._step = jax.jit(self._jax_step)
+
+    # ------------------------------------------------------------------ draws
+
+    def _edge_uniforms(self) -> tuple[torch.Tensor, np.ndarray]:
+        ref = self.rng.random(self.perm.shape[0], dtype=np.float32)
+        ours = np.empty_like(ref)
+        ours[self.perm] = ref
+        return torch.from_numpy(ref), ours
+
+    def draws(self, n_real: int, size: int, step_index: int) -> tuple[dict, dict, dict]:
+        """(our draws, the reference backbone's keyword draws, the method's keyword draws)."""
+        import jax.numpy as jnp
+
+        cfg, m = self.cfg, self.cfg.model
+        ours: dict[str, Any] = {}
+        backbone: dict[str, Any] = {}
+        method: dict[str, Any] = {}
+        name = self.backbone_name
+        if name == "lightgcn" and m.keep_rate < 1.0:
+            backbone["uniforms"], u = self._edge_uniforms()
+            ours["uniforms"] = jnp.asarray(u)
+        if name == "sgl" and m.keep_rate < 1.0 and m.cl_weight != 0:
+            for k in ("uniforms_1", "uniforms_2"):
+                backbone[k], u = self._edge_uniforms()
+                ours[k] = jnp.asarray(u)
+        if name == "simgcl":
+            shape = (2 * m.layer_num, self.data.n_users + self.data.n_items, m.embedding_size)
+            noise = self.rng.random(shape, dtype=np.float32)
+            backbone["noise"], ours["noise"] = torch.from_numpy(noise), jnp.asarray(noise)
+        if name == "autocf":
+            from darec_jax.models import autocf as jax_autocf
+            from darec_jax.reference.autocf import AutoCFDraws
+
+            model = self.model
+            if self.trainer.resamples_now():
+                u = self.rng.random(model.n_nodes, dtype=np.float32)
+                q = self.rng.integers(0, model.n_nodes, model.samp_num())
+                with torch.no_grad():
+                    seeds, _, _ = model.local_graph(torch.from_numpy(u))
+                    _, _, mask = model.mask_nodes(seeds, torch.from_numpy(q))
+                j = self.rng.integers(0, len(mask), model.n_edges)
+                j2 = self.rng.integers(0, len(mask), model.n_edges)
+            else:  # ignored on both sides: the graphs of the last resample are kept
+                u = np.zeros(model.n_nodes, np.float32)
+                q = np.zeros(model.samp_num(), np.int64)
+                j = j2 = np.zeros(model.n_edges, np.int64)
+            backbone["draws"] = AutoCFDraws(*(torch.from_numpy(x) for x in (u, q, j, j2)))
+            ours[jax_autocf.GUMBEL_U] = jnp.asarray(u)
+            ours[jax_autocf.EXTRA_NODES] = jnp.asarray(q, jnp.int32)
+            ours[jax_autocf.PAIR_IDS[0]] = jnp.asarray(j, jnp.int32)
+            ours[jax_autocf.PAIR_IDS[1]] = jnp.asarray(j2, jnp.int32)
+        if self.method_name == "rlmrec-gen":
+            n_nodes = self.data.n_users + self.data.n_items
+            seeds = self.rng.choice(n_nodes, self.fns.method.n_seeds, replace=False)
+            method["seeds"] = torch.from_numpy(seeds.astype(np.int64))
+            ours["seeds"] = jnp.asarray(seeds, jnp.int32)
+        if self.method_name == "darec":
+            d = cfg.darec
+            names = ["user_assign", "item_assign"]
+            if d.local_assign == "matched":
+                names += ["user_assign_llm", "item_assign_llm"]
+            for key in names:
+                n = self.data.n_users if key.startswith("user") else self.data.n_items
+                a = self.rng.integers(0, d.num_clusters, n)
+                method[key], ours[key] = torch.from_numpy(a), jnp.asarray(a, jnp.int32)
+            if d.pair_sample:
+                users = self.rng.choice(n_real, min(d.pair_sample, n_real), replace=False)
+                items = self.rng.choice(2 * n_real, min(d.pair_sample, 2 * n_real), replace=False)
+                # Our item set is [pos (size rows) ; neg (size rows)], the reference's
+                # [pos (n_real) ; neg (n_real)].
+                items_ours = np.where(items < n_real, items, items - n_real + size)
+                method["user_subset"] = torch.from_numpy(users)
+                method["item_subset"] = torch.from_numpy(items)
+                ours["user_subset"] = jnp.asarray(users, jnp.int32)
+                ours["item_subset"] = jnp.asarray(items_ours, jnp.int32)
+        return ours, backbone, method
+
+    # ------------------------------------------------------------------ the two steps
+
+    def _jax_step(self, params, opt_state, step_state, step_index, batch, draws, ref_grads, arrays):
+        import jax
+        import jax.numpy as jnp
+        import optax
+
+        backbone = self.fns.backbone(params)
+        step_state = backbone.update_step_state(step_state, step_index, draws, arrays)
+        draws = {**draws, **step_state}
+        (_, terms), grads = jax.value_and_grad(self.fns.loss, has_aux=True)(
+            params, arrays, batch, draws
+        )
+        updates, new_opt = self.fns.optimizer.update(grads, opt_state, params)
+        # Our optimiser's update from the reference's gradients, from the same state.
+        ref_updates, _ = self.fns.optimizer.update(ref_grads, opt_state, params)
+        amplification = jax.tree.map(lambda a, b: jnp.abs(a - b), updates, ref_updates)
+        return (
+            optax.apply_updates(params, updates),
+            new_opt,
+            step_state,
+            terms,
+            grads,
+            amplification,
+        )
+
+    def reference_step(self, anc, pos, neg, backbone_draws, method_draws):
+        """zero_grad → loss → backward; returns (terms, grads by reference name). The optimiser
+        step is taken by :meth:`reference_update`."""
+        model = self.model
+        t = [torch.from_numpy(x.astype(np.int64)) for x in (anc, pos, neg)]
+        self.optimizer.zero_grad()
+        if self.backbone_name == "autocf":
+            total, terms = self.trainer.loss(*t, backbone_draws["draws"], **method_draws)
+        elif self.method_name == "darec" and self.backbone_name != "lightgcn":
+            total, terms = model.darec_loss(*t, backbone_draws=backbone_draws, **method_draws)
+        else:
+            total, terms = model.cal_loss(*t, **backbone_draws, **method_draws)
+        total.backward()
+        terms = {k: float(v.detach()) for k, v in terms.items()}
+        terms["loss"] = float(total.detach())
+        grads = {
+            rlmrec_name(n): (
+                p.grad.detach().numpy().copy() if p.grad is not None else np.zeros(p.shape)
+            )
+            for n, p in model.named_parameters()
+        }
+        return terms, grads
+
+    def reference_update(self):
+        self.optimizer.step()
+        if self.backbone_name == "autocf":
+            self.trainer.step_in_epoch += 1
+
+    @torch.no_grad()
+    def resync(self) -> None:
+        """Copy our parameters and Adam moments into the reference, so that the next step of
+        both starts from the same state."""
+        import jax
+        import optax
+
+        from darec_jax.interop import to_state_dict
+
+        adam = [
+            s
+            for s in jax.tree.leaves(
+                self.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
+            )
+            if isinstance(s, optax.ScaleByAdamState)
+        ]
+        if len(adam) != 1:
+            raise ValueError("expected one Adam state in the optimiser state")
+        values = to_state_dict(self.cfg, self.params)
+        mu = to_state_dict(self.cfg, adam[0].mu)
+        nu = to_state_dict(self.cfg, adam[0].nu)
+        for name, param in self.model.named_parameters():
+            key = rlmrec_name(name)
+            param.copy_(torch.from_numpy(values[key]))
+            state = self.optimizer.state[param]
+            state["exp_avg"].copy_(torch.from_numpy(mu[key]))
+            state["exp_avg_sq"].copy_(torch.from_numpy(nu[key]))
+
+
+def compare_training(
+    cfg,
+    data,
+    steps: int = 3,
+    batch_rows: int | None = None,
+    seed: int = 0,
+    rtol: float = 1e-5,
+    metric_atol: float = 1e-5,
+    perturb: dict[str, float] | None = None,
+    resync: bool = True,
+) -> list[Check]:
+    """Train both sides ``steps`` steps from the same weights on the same inputs; every check.
+
+    Args:
+        cfg: the config (dataset sizes come from ``data``); its batch size is the padded size.
+        data: the dataset (LLM embeddings for the alignment methods).
+        steps: Adam steps.
+        batch_rows: real triples per step (default: the batch size minus 3, to include padding).
+        seed: seed of every injected draw and batch.
+        rtol: relative tolerance (of the quantity's max |reference|).
+        metric_atol: absolute tolerance of the final validation metrics.
+        perturb: {reference name: value added to every entry} of the reference's initial
+            weights (to see the comparison fail).
+        resync: after each step's checks, copy our parameters and Adam moments into the
+            reference, so that every step is compared from one state (a step's errors are then
+            that step's, not the float32 drift of two trajectories: Adam's division by
+            sqrt(v) + ε makes entries with gradients near ε diverge chaotically). False lets the
+            two trajectories run free.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.interop import to_state_dict
+    from darec_jax.train.step import Batch
+
+    torch.set_float32_matmul_precision("highest")
+    jax.config.update("jax_default_matmul_precision", "highest")
+    sides = _Sides(cfg, data, seed, perturb)
+    size = cfg.train.batch_size
+    nnz = data.train.users.shape[0]
+    n_real = min(nnz, size - 3 if batch_rows is None else batch_rows)
+    if not 1 <= n_real <= size:
+        raise ValueError(f"batch_rows must be in [1, {size}] (the batch size)")
+    checks: list[Check] = []
+
+    def add(step, kind, name, ours, theirs, extra=None):
+        abs_err, scale = _err(ours, theirs)
+        bound = rtol * scale
+        if extra is None:
+            checks.append(Check(step, kind, name, abs_err, scale, bound, abs_err <= bound))
+            return
+        diff = np.abs(np.asarray(ours, np.float64) - np.asarray(theirs, np.float64))
+        bounds = bound + extra
+        ok = bool(np.all(diff <= bounds))
+        checks.append(Check(step, kind, name, abs_err, scale, float(np.max(bounds)), ok))
+
+    for step in range(1, steps + 1):
+        k = sides.rng.integers(0, nnz, n_real)
+        anc = data.train.users[k].astype(np.int64)
+        pos = data.train.items[k].astype(np.int64)
+        neg = sides.rng.integers(0, data.n_items, n_real).astype(np.int64)
+        pad = size - n_real
+        batch = Batch(
+            users=jnp.asarray(np.r_[anc, np.zeros(pad, np.int64)], jnp.int32),
+            pos=jnp.asarray(np.r_[pos, np.zeros(pad, np.int64)], jnp.int32),
+            neg=jnp.asarray(np.r_[neg, np.zeros(pad, np.int64)], jnp.int32),
+            valid=jnp.asarray(np.r_[np.ones(n_real), np.zeros(pad)], jnp.float32),
+        )
+        ours_draws, backbone_draws, method_draws = sides.draws(n_real, size, step - 1)
+        ref_terms, ref_grads = sides.reference_step(anc, pos, neg, backbone_draws, method_draws)
+        ref_grad_tree = _tree_from_names(cfg, sides.params, ref_grads)
+        new_params, new_opt, new_state, terms, grads, amplification = sides._step(
+            sides.params,
+            sides.opt_state,
+            sides.step_state,
+            jnp.int32(step - 1),
+            batch,
+            ours_draws,
+            ref_grad_tree,
+            sides.arrays,
+        )
+        sides.reference_update()
+        for name, value in ref_terms.items():
+            add(step, "term", name, float(terms[name]), value)
+        our_grads = to_state_dict(cfg, grads)
+        for name, value in ref_grads.items():
+            add(step, "grad", name, our_grads[name], value)
+        sides.params, sides.opt_state, sides.step_state = new_params, new_opt, new_state
+        ours_now = to_state_dict(cfg, new_params)
+        amp = to_state_dict(cfg, amplification)
+        with torch.no_grad():
+            theirs_now = {
+                rlmrec_name(n): p.detach().numpy() for n, p in sides.model.named_parameters()
+            }
+        for name, value in theirs_now.items():
+            add(step, "param", name, ours_now[name], value, extra=amp[name].astype(np.float64))
+        su, si = sides.fns.jit_scoring_embeddings(new_params, sides.arrays)
+        with torch.no_grad():
+            ru, ri = sides.model.eval_embeddings()
+        add(step, "embedding", "users (scoring)", su, ru.numpy())
+        add(step, "embedding", "items (scoring)", si, ri.numpy())
+        if resync and step < steps:  # the metrics below compare the last step's own results
+            sides.resync()
+
+    task = prepare_ranking(
+        data.n_users,
+        data.n_items,
+        data.train.users,
+        data.train.items,
+        data.val.users,
+        data.val.items,
+        cfg.eval.user_chunk,
+    )
+    su, si = sides.fns.jit_scoring_embeddings(sides.params, sides.arrays)
+    ks = tuple(cfg.eval.ks)
+    ours_metrics = evaluate_embeddings(su, si, task, ks, cfg.eval.recall_denominator)
+    sides.model.eval()
+    with torch.no_grad():
+        theirs_metrics = reference_evaluate(
+            sides.model,
+            data.n_items,
+            data.train.users,
+            data.train.items,
+            data.val.users,
+            data.val.items,
+            ks,
+        )
+    for name, value in theirs_metrics.items():
+        abs_err, _ = _err(ours_metrics[name], value)
+        ok = abs_err <= metric_atol
+        checks.append(Check(steps, "metric", f"val {name}", abs_err, abs(value), metric_atol, ok))
+    return checks
+
+
+def _tree_from_names(cfg, like, by_name: dict[str, np.ndarray]):
+    from darec_jax.interop import from_state_dict
+
+    return from_state_dict(cfg, by_name, like)
