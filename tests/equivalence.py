@@ -7,6 +7,18 @@ import numpy as np
 # Relative error bound of the equivalence contract (float32, highest matmul precision).
 RTOL = 1e-5
 
+# DaRec options of the equivalence tests: every term weighted enough to matter in the gradients.
+DAREC_K = 4
+DARECS = {
+    "darec.num_clusters": DAREC_K,
+    "darec.pair_sample": 20,
+    "darec.lambda_or": 0.3,
+    "darec.lambda_un": 0.2,
+    "darec.lambda_gl": 0.4,
+    "darec.lambda_lo": 0.5,
+}
+HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
+
 
 def assert_rel_close(actual, expected, name: str, rtol: float = RTOL) -> None:
     """max |a − e| ≤ rtol · max |e|: relative error measured against the reference's scale.

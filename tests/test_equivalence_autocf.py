@@ -17,7 +17,8 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.models import autocf as jax_autocf
 from darec_jax.train.step import epoch_key, make_step_functions
-from tests.equivalence import assert_rel_close, padded_batch
+from tests.equivalence import DAREC_K as K
+from tests.equivalence import DARECS, HEADS, assert_rel_close, padded_batch
 from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
@@ -26,16 +27,6 @@ build_reference = pytest.importorskip("darec_jax.reference.factory").build_refer
 ref_autocf = pytest.importorskip("darec_jax.reference.autocf")
 
 LLM_DIM = 12
-K = 4
-DARECS = {
-    "darec.num_clusters": K,
-    "darec.pair_sample": 20,
-    "darec.lambda_or": 0.3,
-    "darec.lambda_un": 0.2,
-    "darec.lambda_gl": 0.4,
-    "darec.lambda_lo": 0.5,
-}
-HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
 METHOD_TERMS = {
     "none": [],
     "rlmrec-con": ["kd"],

@@ -16,7 +16,8 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.graph import edge_permutation
 from darec_jax.train.step import make_step_functions
-from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
+from tests.equivalence import DAREC_K as K
+from tests.equivalence import DARECS, HEADS, assert_rel_close, injected_uniforms, padded_batch
 from tests.test_equivalence_gccf_sgl_simgcl import (
     _assert_first_adam_step_close,
     _config,
@@ -27,17 +28,6 @@ from tests.test_equivalence_gccf_sgl_simgcl import (
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
 build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
-
-K = 4
-DARECS = {
-    "darec.num_clusters": K,
-    "darec.pair_sample": 20,
-    "darec.lambda_or": 0.3,
-    "darec.lambda_un": 0.2,
-    "darec.lambda_gl": 0.4,
-    "darec.lambda_lo": 0.5,
-}
-HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
 
 
 @pytest.fixture(autouse=True)

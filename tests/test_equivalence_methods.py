@@ -18,6 +18,7 @@ from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
+build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
 ref_methods = pytest.importorskip("darec_jax.reference.methods")
 
 LLM_DIM = 12
@@ -177,29 +178,8 @@ def _darec_setup(overrides):
     base.update(overrides)
     cfg = config_lib.build_config("synthetic", "lightgcn", "darec", base)
     fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    d = cfg.darec
-    adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
-    model = ref_methods.LightGCNDaRecRef(
-        data.n_users,
-        data.n_items,
-        adj,
-        data.user_emb,
-        data.item_emb,
-        embedding_size=32,
-        layer_num=2,
-        reg_weight=1e-2,
-        keep_rate=0.8,
-        lambda_or=d.lambda_or,
-        lambda_un=d.lambda_un,
-        lambda_gl=d.lambda_gl,
-        lambda_lo=d.lambda_lo,
-        global_kind=d.global_loss,
-        global_temperature=d.global_temperature,
-        local_temperature=d.local_temperature,
-        num_clusters=d.num_clusters,
-        local_assign=d.local_assign,
-        score_on=d.score_on,
-    )
+    model, adj = build_reference(cfg, data)
+    assert cfg.model.keep_rate == 0.8 and cfg.model.embedding_size == 32
     pairs = _darec_pairs(model, params)
     for dst, src in pairs:
         _copy(dst, src)
