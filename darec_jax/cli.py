@@ -56,6 +56,9 @@ def run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--list-keys", action="store_true", help="print every config key and exit")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--no-plots", action="store_true", help="skip the run's figures (training curves, maps)"
+    )
     return parser
 
 
@@ -82,7 +85,11 @@ def main_run(argv: list[str] | None = None) -> int:
             f"runs/{cfg.data.name}-{cfg.model.backbone}-{cfg.method}-seed{cfg.train.seed}"
         )
         results = train_and_evaluate(
-            cfg, workdir, resume=args.resume, progress=not args.no_progress
+            cfg,
+            workdir,
+            resume=args.resume,
+            progress=not args.no_progress,
+            plots=not args.no_plots,
         )
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)

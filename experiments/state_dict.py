@@ -16,7 +16,6 @@ with: a missing or unexpected name, or a shape that differs, is reported and not
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,34 +34,10 @@ def _params_and_data(cfg):
 
 def export_run(workdir: str | Path, out: str | Path, which: str = "best") -> Path:
     """Write the ``which`` checkpoint of the run in ``workdir`` as a reference-format file."""
-    import jax
-    import jax.numpy as jnp
-
     from darec_jax.interop import save_state_dict, to_state_dict
-    from darec_jax.train.checkpoint import CheckpointSlot
+    from darec_jax.train.trainer import restore_run
 
-    workdir = Path(workdir)
-    config_path = workdir / "config.json"
-    if not config_path.is_file():
-        raise DarecError(f"{workdir} is not a run folder (no config.json)")
-    cfg = config_lib.from_dict(json.loads(config_path.read_text()))
-    _, fns, arrays, params, opt_state = _params_and_data(cfg)
-    slot_dir = workdir / "checkpoints" / which
-    if not slot_dir.is_dir():
-        raise DarecError(f"no {which!r} checkpoint in {workdir}/checkpoints")
-    slot = CheckpointSlot(slot_dir)
-    try:
-        if which == "best":
-            params, _ = slot.restore(params)
-        else:
-            shapes = jax.eval_shape(fns.method_epoch_state, params, arrays, jax.random.key(0))
-            template = (params, opt_state)
-            if shapes:
-                method_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-                template = (params, opt_state, method_state)
-            params = slot.restore(template)[0][0]
-    finally:
-        slot.close()
+    cfg, _, _, _, params = restore_run(workdir, which)
     return save_state_dict(out, to_state_dict(cfg, params))
 
 

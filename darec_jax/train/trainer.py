@@ -113,6 +113,17 @@ def _check_same_config(cfg: Config, saved_path: Path) -> None:
         )
 
 
+def _draw_plots(workdir: Path, cfg: Config, fns, params, arrays, log) -> list[str]:
+    """The run's figures (file names in ``workdir``); none, with a note, without matplotlib."""
+    from darec_jax import plots
+
+    try:
+        return plots.run_plots(workdir, cfg, fns, params, arrays)
+    except ImportError as exc:
+        log(f"no plots: {exc}")
+        return []
+
+
 def train_and_evaluate(
     cfg: Config,
     workdir: str | os.PathLike,
@@ -121,6 +132,7 @@ def train_and_evaluate(
     progress: bool = True,
     log=None,
     max_epochs_this_process: int | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Train with early stopping, test the best validation state, write the artifacts.
 
@@ -134,6 +146,8 @@ def train_and_evaluate(
       log: a ``print``-like callable for the per-evaluation lines (default: tqdm.write).
       max_epochs_this_process: train at most this many epochs, save the latest checkpoint and
         return ``{"status": "paused", ...}`` (for time-limited jobs; continue with ``resume``).
+      plots: draw the run's figures (:mod:`darec_jax.plots`; skipped with a note when matplotlib
+        is not installed) and list them in the results under ``plots``.
     Returns:
       The results dict also written to ``workdir/results.json`` (``status`` = ``finished``).
     """
@@ -299,7 +313,41 @@ def train_and_evaluate(
             "n_test": int(data.test.users.shape[0]),
         },
     }
+    if plots:
+        results["plots"] = _draw_plots(workdir, cfg, fns, best_params, arrays, log)
     (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     latest.close()
     best.close()
     return results
+
+
+def restore_run(workdir: str | os.PathLike, which: str = "best"):
+    """A run's model from its folder: (cfg, data, fns, arrays, params) with the parameters of
+    the ``best`` (best validation state) or ``latest`` checkpoint. The dataset is loaded again
+    from the run's config."""
+    workdir = Path(workdir)
+    config_path = workdir / "config.json"
+    if not config_path.is_file():
+        raise DarecError(f"{workdir} is not a run folder (no config.json)")
+    if which not in ("best", "latest"):
+        raise ConfigError(f"checkpoint must be 'best' or 'latest', got {which!r}")
+    cfg = config_lib.from_dict(json.loads(config_path.read_text()))
+    slot_dir = workdir / "checkpoints" / which
+    if not slot_dir.is_dir():
+        raise DarecError(f"no {which!r} checkpoint in {workdir}/checkpoints")
+    data = load_data(cfg)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    slot = CheckpointSlot(slot_dir)
+    try:
+        if which == "best":
+            params, _ = slot.restore(params)
+        else:
+            shapes = jax.eval_shape(fns.method_epoch_state, params, arrays, jax.random.key(0))
+            template = (params, opt_state)
+            if shapes:
+                method_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+                template = (params, opt_state, method_state)
+            params = slot.restore(template)[0][0]
+    finally:
+        slot.close()
+    return cfg, data, fns, arrays, params
