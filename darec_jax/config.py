@@ -433,7 +433,9 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
             parts = [p for p in text.strip("()[] ").split(",") if p.strip()]
             return tuple(_parse_value(p.strip(), args[0], key) for p in parts)
     except ValueError:
-        raise ConfigError(f"bad value {text!r} for {key} (expected {annotation})") from None
+        kinds = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        expected = kinds.get(annotation, "a comma-separated list" if origin is tuple else "?")
+        raise ConfigError(f"bad value {text!r} for {key}: expected {expected}") from None
     raise ConfigError(f"cannot parse a value for {key} of type {annotation}")
 
 
