@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -41,10 +42,55 @@ RLMREC_TABLE1 = {
 }
 
 
+SHORT = {m: m.replace("recall", "R").replace("ndcg", "N") for m in METRICS}
+BACKBONE_ORDER = ("gccf", "lightgcn", "sgl", "simgcl", "dccf", "autocf")
+
+
 def _fmt(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.4f}"
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def write_summary(out: Path, dataset: str) -> str:
+    """Per backbone with saved runs: our mean test metrics over the seeds run, RLMRec's Table 1
+    beneath, the relative difference in Recall@20, and the runs' epochs and wall times."""
+    header = (
+        "| backbone | run | "
+        + " | ".join(SHORT[m] for m in METRICS)
+        + " | Δ R@20 | best epoch | epochs | wall s |"
+    )
+    lines = [header, "|---|---|" + "---:|" * (len(METRICS) + 4)]
+    for backbone in BACKBONE_ORDER:
+        path = out / f"reproduce_{dataset}_{backbone}.json"
+        if not path.exists():
+            continue
+        rows = json.loads(path.read_text())
+        means = [statistics.mean(r["test"][m] for r in rows) for m in METRICS]
+        paper = RLMREC_TABLE1.get((dataset, backbone))
+        ours_r20 = means[METRICS.index("recall@20")]
+        delta = "" if paper is None else f"{100 * (ours_r20 / paper[2] - 1):+.1f} %"
+        walls = [r.get("wall_seconds", r.get("wall_seconds_this_process", math.nan)) for r in rows]
+        seeds = "seed " if len(rows) == 1 else "mean of seeds "
+        lines.append(
+            f"| {backbone} | ours, {seeds}{', '.join(str(r['seed']) for r in rows)} | "
+            + " | ".join(f"{v:.4f}" for v in means)
+            + f" | {delta} | "
+            + ", ".join(str(r["best_epoch"]) for r in rows)
+            + " | "
+            + ", ".join(str(r["epochs_run"]) for r in rows)
+            + " | "
+            + ", ".join(f"{w:.0f}" for w in walls)
+            + " |"
+        )
+        if paper is not None:
+            lines.append(
+                "| | RLMRec Table 1 | " + " | ".join(f"{v:.4f}" for v in paper) + " | | | | |"
+            )
+    table = "\n".join(lines)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"reproduce_{dataset}_summary.md").write_text(table + "\n")
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2023, 1, 2])
     parser.add_argument("--workdir", default="runs/reproduce")
     parser.add_argument("--out", default="benchmarks")
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="only write reproduce_<dataset>_summary.md: one row per backbone measured so far "
+        "(from the saved reproduce_<dataset>_<backbone>.json files in --out)",
+    )
     args = parser.parse_args(argv)
+    if args.summary:
+        print(write_summary(Path(args.out), args.dataset))
+        return 0
 
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.data_dir is None)
     rows = []
