@@ -92,6 +92,11 @@ class TrainConfig:
     seed: int = 2023
     # "highest" keeps float32 matmuls exact on accelerators; "default" allows TF32/bf16 passes.
     matmul_precision: str = "highest"
+    # A loss term or parameter that becomes NaN / Inf: "stop" (say which term, epoch and step;
+    # keep the last good checkpoint) or "rollback" (restart from the last good checkpoint with
+    # fresh batches and draws, at most max_rollbacks times).
+    on_nonfinite: str = "stop"
+    max_rollbacks: int = 3
 
 
 @dataclass(frozen=True)
@@ -336,6 +341,7 @@ def validate(cfg: Config) -> Config:
     _check_choice("dataset", cfg.data.name, DATASETS)
     _check_choice("backbone", cfg.model.backbone, BACKBONES)
     _check_choice("method", cfg.method, METHODS)
+    _check_choice("train.on_nonfinite", cfg.train.on_nonfinite, ("stop", "rollback"))
     if cfg.model.backbone not in IMPLEMENTED_BACKBONES:
         raise ConfigError(
             f"backbone {cfg.model.backbone!r} is not implemented yet in this version; "
@@ -375,6 +381,7 @@ def validate(cfg: Config) -> Config:
         (cfg.train.epochs > 0, "train.epochs must be > 0"),
         (cfg.train.test_step > 0, "train.test_step must be > 0"),
         (cfg.train.patience > 0, "train.patience must be > 0"),
+        (cfg.train.max_rollbacks >= 0, "train.max_rollbacks must be >= 0"),
         (cfg.eval.user_chunk > 0, "eval.user_chunk must be > 0"),
         (len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive"),
     ]

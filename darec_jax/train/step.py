@@ -273,6 +273,26 @@ class StepFunctions:
         keeps them across epochs; None computes them here from ``fold_in(key, 1)``, as
         :meth:`method_epoch_state` with the epoch key does.
         """
+        params, opt_state, terms, _ = self._epoch_scan(params, opt_state, arrays, key, method_state)
+        return params, opt_state, jax.tree.map(jnp.mean, terms)
+
+    def epoch_trace(
+        self,
+        params: Params,
+        opt_state: optax.OptState,
+        arrays: TrainArrays,
+        key: jax.Array,
+        method_state: dict | None = None,
+    ) -> tuple[dict[str, jax.Array], jax.Array]:
+        """The same epoch as :meth:`epoch`, step by step: (each term per step [n_batches], whether
+        all parameters are finite after each step [n_batches]). For diagnosing a non-finite
+        epoch: the first step and term that went bad."""
+        _, _, terms, finite = self._epoch_scan(
+            params, opt_state, arrays, key, method_state, trace=True
+        )
+        return terms, finite
+
+    def _epoch_scan(self, params, opt_state, arrays, key, method_state, trace: bool = False):
         k_batches, k_steps = jax.random.split(key)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
@@ -287,14 +307,15 @@ class StepFunctions:
             step_state = self.backbone(params).update_step_state(step_state, i, draws, arrays)
             draws = {**draws, **step_state}
             params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
-            return (params, opt_state, step_state), terms
+            finite = all_finite(params) if trace else jnp.ones((), bool)
+            return (params, opt_state, step_state), (terms, finite)
 
         step_state = self.backbone(params).init_step_state(arrays)
         steps = jnp.arange(self.n_batches, dtype=jnp.int32)
-        (params, opt_state, _), terms = jax.lax.scan(
+        (params, opt_state, _), (terms, finite) = jax.lax.scan(
             body, (params, opt_state, step_state), (batches, step_keys, steps)
         )
-        return params, opt_state, jax.tree.map(jnp.mean, terms)
+        return params, opt_state, terms, finite
 
     def method_epoch_state(self, params: Params, arrays: TrainArrays, key: jax.Array) -> dict:
         """The method's per-epoch inputs (e.g. DaRec's clusters) from the clean forward."""
@@ -325,6 +346,10 @@ class StepFunctions:
     def jit_method_epoch_state(self):
         return jax.jit(self.method_epoch_state)
 
+    @functools.cached_property
+    def jit_epoch_trace(self):
+        return jax.jit(self.epoch_trace)
+
 
 def make_step_functions(
     cfg: Config, data: InteractionData
@@ -348,6 +373,12 @@ def make_step_functions(
         search_steps=search_steps,
     )
     return fns, arrays, params, optimizer.init(params)
+
+
+def all_finite(tree) -> jax.Array:
+    """Whether every entry of every array in ``tree`` is finite (a bool scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
 
 
 def epoch_key(seed: int, epoch: int) -> jax.Array:

@@ -31,7 +31,7 @@ from darec_jax.data.registry import load_dataset
 from darec_jax.errors import ConfigError, DarecError
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_ranking
 from darec_jax.train.checkpoint import CheckpointSlot
-from darec_jax.train.step import epoch_key, make_step_functions
+from darec_jax.train.step import all_finite, epoch_key, make_step_functions
 
 
 def load_data(cfg: Config) -> InteractionData:
@@ -61,6 +61,35 @@ class LoopState:
     patience: int = 0
     stopped: bool = False
     train_seconds: float = 0.0
+    rollbacks: int = 0  # non-finite epochs rolled back so far (they change later epochs' keys)
+
+
+class NonFiniteError(DarecError):
+    """A loss term or parameter became NaN or Inf during training."""
+
+
+def _diagnose(fns, before, arrays, key, method_state, epoch: int) -> str:
+    """Which terms (or the parameters) went bad first, at which step: the epoch replayed step by
+    step from its starting state ``before`` = (params, opt_state)."""
+    step_terms, finite = fns.jit_epoch_trace(*before, arrays, key, method_state)
+    values = {k: np.asarray(v) for k, v in step_terms.items()}
+    finite = np.asarray(finite)
+    n = finite.shape[0]
+    for step in range(n):
+        bad = [k for k, v in values.items() if k != "loss" and not np.isfinite(v[step])]
+        if not bad and "loss" in values and not np.isfinite(values["loss"][step]):
+            bad = ["loss"]
+        if bad:
+            kinds = ", ".join(
+                f"'{k}' ({'NaN' if np.isnan(values[k][step]) else 'Inf'})" for k in sorted(bad)
+            )
+            return f"loss term {kinds} became non-finite at epoch {epoch}, step {step + 1} of {n}"
+        if not finite[step]:
+            return (
+                f"the parameters became non-finite at epoch {epoch}, step {step + 1} of {n} "
+                "(the loss terms were finite: the update overflowed)"
+            )
+    return f"the parameters became non-finite during epoch {epoch} (not reproduced step by step)"
 
 
 def library_versions() -> dict[str, str]:
@@ -95,6 +124,10 @@ def _check_same_config(cfg: Config, saved_path: Path) -> None:
     if not saved_path.exists():
         return
     saved = json.loads(saved_path.read_text())
+    try:  # keys added since the run started compare as their defaults
+        saved = json.loads(config_lib.to_json(config_lib.from_dict(saved)))
+    except DarecError:
+        pass
     current = json.loads(config_lib.to_json(cfg))
 
     def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -111,6 +144,11 @@ def _check_same_config(cfg: Config, saved_path: Path) -> None:
             f"--resume with a different config than the run in {saved_path.parent}: {details}. "
             "Resume with the same options, or start a new --workdir."
         )
+
+
+# Folded into the epoch key after a rollback (with the rollback count), far from any epoch index.
+ROLLBACK_SALT = 1 << 20
+_all_finite = jax.jit(all_finite)
 
 
 def _draw_plots(workdir: Path, cfg: Config, fns, params, arrays, log) -> list[str]:
@@ -235,13 +273,49 @@ def train_and_evaluate(
         while not loop.stopped and epoch < cfg.train.epochs:
             t0 = time.perf_counter()
             key = epoch_key(cfg.train.seed, epoch)
+            if loop.rollbacks:  # fresh batches and draws after a rollback
+                key = jax.random.fold_in(key, ROLLBACK_SALT + loop.rollbacks)
             if state_shapes and (method_state is None or epoch % every == 0):
                 method_state = fns.jit_method_epoch_state(
                     params, arrays, jax.random.fold_in(key, 1)
                 )
+            before = jax.tree.map(jnp.copy, (params, opt_state))  # the epoch donates its inputs
             params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, key, method_state)
             terms = {k: float(v) for k, v in terms.items()}
             loop.train_seconds += time.perf_counter() - t0
+            if not (all(np.isfinite(v) for v in terms.values()) and bool(_all_finite(params))):
+                problem = _diagnose(fns, before, arrays, key, method_state, epoch)
+                good = latest.latest_step()
+                where = (
+                    "no checkpoint was saved yet"
+                    if good is None
+                    else f"the last good checkpoint (epoch {good}) is kept in {latest_dir}"
+                )
+                rollback = cfg.train.on_nonfinite == "rollback"
+                if not rollback or good is None or loop.rollbacks >= cfg.train.max_rollbacks:
+                    tried = f" after {loop.rollbacks} rollback(s)" if rollback else ""
+                    again = "start again" if good is None else "--resume"
+                    raise NonFiniteError(
+                        f"{problem}{tried}; nothing from that epoch was saved and {where}. Lower "
+                        f"train.lr (or check the data and embeddings for NaN) and {again}, or set "
+                        "train.on_nonfinite=rollback to restart from the last good checkpoint "
+                        "with fresh batches."
+                    )
+                restored, meta = latest.restore(train_state())
+                params, opt_state = restored[:2]
+                method_state = restored[2] if state_shapes else None
+                count = loop.rollbacks + 1
+                loop = LoopState(**meta["loop"])
+                loop.rollbacks = count
+                if best.latest_step() is not None:
+                    best_params, _ = best.restore(params)
+                _truncate_log(metrics_log, loop.next_epoch)
+                log(
+                    f"{problem}; rolled back to the checkpoint of epoch {good} "
+                    f"(rollback {count} of at most {cfg.train.max_rollbacks})"
+                )
+                epoch = loop.next_epoch
+                continue
             record: dict[str, Any] = {"epoch": epoch, "train": terms}
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.4f}")
@@ -296,6 +370,7 @@ def train_and_evaluate(
         "best_epoch": loop.best_epoch,
         "epochs_run": loop.next_epoch,
         "stopped_early": loop.stopped,
+        "rollbacks": loop.rollbacks,
         "val": val,
         "test": test,
         "recall_denominator": cfg.eval.recall_denominator,
