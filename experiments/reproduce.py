@@ -22,7 +22,7 @@ from pathlib import Path
 
 from darec_jax import config as config_lib
 from darec_jax.data import load_dataset
-from darec_jax.train.trainer import train_and_evaluate
+from darec_jax.train.trainer import has_checkpoint, train_and_evaluate
 
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 # RLMRec (WWW 2024) Table 1, test, mean of 5 seeds on GPU: R@5 R@10 R@20 N@5 N@10 N@20.
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             result = json.loads(done.read_text())
         else:
             t0 = time.perf_counter()
-            resume = (workdir / "checkpoints" / "latest").exists()
+            resume = has_checkpoint(workdir / "checkpoints" / "latest")
             result = train_and_evaluate(
                 cfg, workdir, resume=resume, data=data, progress=False, log=lambda _: None
             )

@@ -44,7 +44,7 @@ def cell_dir(root: Path, dataset: str, backbone: str, method: str, seed: int) ->
 
 def run_grid(args, log=print) -> int:
     """Run every unfinished cell; returns the number of cells run in this call."""
-    from darec_jax.train.trainer import load_data, train_and_evaluate
+    from darec_jax.train.trainer import has_checkpoint, load_data, train_and_evaluate
 
     root = Path(args.workdir)
     cells = [
@@ -69,8 +69,7 @@ def run_grid(args, log=print) -> int:
     for i, cell in enumerate(todo):
         cfg = configs[cell]
         folder = cell_dir(root, *cell)
-        latest = folder / "checkpoints" / "latest"
-        resume = latest.exists() and any(latest.iterdir())
+        resume = has_checkpoint(folder / "checkpoints" / "latest")
         d = cell[0]
         if d not in data_cache:
             data_cache[d] = load_data(cfg)

@@ -7,6 +7,7 @@ when complete, so a checkpoint interrupted mid-write is never restored.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,32 @@ from darec_jax.errors import DarecError
 class CheckpointSlot:
     """One named slot (e.g. ``latest``) keeping only its newest checkpoint."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, keep: int = 1):
         self.directory = Path(directory).absolute()
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Save and block until the write is complete (so a kill after this returns is safe)."""
+        """Save and block until the write is complete (so a kill after this returns is safe).
+
+        A checkpoint of this step already there (or a folder of it that Orbax does not count,
+        left by a process killed while finalising it) is removed first: it was written by a
+        process killed before its loop state recorded it, and the resumed run writes it again."""
+        if step in self._manager.all_steps():
+            # Written by a process that was killed before its run recorded it (the resumed run
+            # computes this step again): replace it.
+            self._manager.delete(step)
+        stale = self.directory / str(step)
+        if stale.exists():
+            shutil.rmtree(stale)
         try:
             self._manager.save(
                 step,

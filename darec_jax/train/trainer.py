@@ -151,6 +151,34 @@ ROLLBACK_SALT = 1 << 20
 _all_finite = jax.jit(all_finite)
 
 
+def _restore_best(best: CheckpointSlot, loop: LoopState, params):
+    """The best validation state the loop state names (``params``: the restored latest state,
+    also the template)."""
+    if loop.best_epoch < 0:
+        return params
+    if loop.best_epoch in best.all_steps():
+        return best.restore(params, step=loop.best_epoch)[0]
+    if loop.best_epoch == loop.next_epoch - 1:  # the latest checkpoint is that state
+        return params
+    raise DarecError(
+        f"the best checkpoint (epoch {loop.best_epoch}) is missing from {best.directory}; "
+        "the run cannot be resumed with its early-stopping state"
+    )
+
+
+def has_checkpoint(slot_dir: Path) -> bool:
+    """Whether ``slot_dir`` holds a complete checkpoint, as Orbax counts them (a write that was
+    interrupted leaves a temporary or unfinalised folder, which does not count and is never
+    restored)."""
+    if not slot_dir.is_dir():
+        return False
+    slot = CheckpointSlot(slot_dir)
+    try:
+        return slot.latest_step() is not None
+    finally:
+        slot.close()
+
+
 def _draw_plots(workdir: Path, cfg: Config, fns, params, arrays, log) -> list[str]:
     """The run's figures (file names in ``workdir``); none, with a note, without matplotlib."""
     from darec_jax import plots
@@ -194,12 +222,12 @@ def train_and_evaluate(
     jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
     workdir = Path(workdir)
     latest_dir = workdir / "checkpoints" / "latest"
-    if not resume and latest_dir.exists() and any(latest_dir.iterdir()):
+    if not resume and has_checkpoint(latest_dir):
         raise ConfigError(
             f"{workdir} already holds a run's checkpoints; pass --resume to continue it, "
             "or choose another --workdir (nothing was changed)"
         )
-    if resume and not (latest_dir.exists() and any(latest_dir.iterdir())):
+    if resume and not has_checkpoint(latest_dir):
         raise ConfigError(f"--resume: no checkpoint to resume from in {latest_dir}")
     if resume:
         _check_same_config(cfg, workdir / "config.json")
@@ -233,7 +261,9 @@ def train_and_evaluate(
     (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
     metrics_log = workdir / "metrics.jsonl"
     latest = CheckpointSlot(latest_dir)
-    best = CheckpointSlot(workdir / "checkpoints" / "best")
+    # Two kept: a process killed between writing a new best and the latest checkpoint leaves a
+    # best ahead of the loop state it resumes from; the one before it is still there.
+    best = CheckpointSlot(workdir / "checkpoints" / "best", keep=2)
     loop = LoopState()
     best_params = params
     # The method's per-epoch inputs (DaRec's cluster assignments): recomputed every
@@ -252,7 +282,7 @@ def train_and_evaluate(
         params, opt_state = restored[:2]
         method_state = restored[2] if state_shapes else None
         loop = LoopState(**meta["loop"])
-        best_params, _ = best.restore(params) if best.latest_step() is not None else (params, None)
+        best_params = _restore_best(best, loop, params)
         _truncate_log(metrics_log, loop.next_epoch)
         log(f"resumed from epoch {loop.next_epoch - 1} (best epoch {loop.best_epoch})")
     elif metrics_log.exists():
@@ -307,8 +337,7 @@ def train_and_evaluate(
                 count = loop.rollbacks + 1
                 loop = LoopState(**meta["loop"])
                 loop.rollbacks = count
-                if best.latest_step() is not None:
-                    best_params, _ = best.restore(params)
+                best_params = _restore_best(best, loop, params)
                 _truncate_log(metrics_log, loop.next_epoch)
                 log(
                     f"{problem}; rolled back to the checkpoint of epoch {good} "
