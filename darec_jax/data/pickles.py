@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from numpy._core import multiarray as _np_multiarray
-from numpy._core import numeric as _np_numeric
 
 from darec_jax.errors import DataError
 
@@ -50,18 +48,125 @@ def _latin1_encode(text: object, encoding: str = "utf-8", errors: str = "strict"
     return text.encode("latin-1")
 
 
+# numpy's own unpickling runs ``dtype.__setstate__`` and ``ndarray.__setstate__`` on whatever
+# state the file holds; a forged dtype state is applied as given: flags that mark the dtype as
+# holding Python object references, on a float32 whose bytes are file data, make numpy treat
+# those bytes as object pointers (seen: such an array fails when freed). So no numpy
+# constructor or __setstate__ sees file data unchecked: dtypes are recorded by a proxy and
+# rebuilt from their type string, accepted only when the pickled state is the canonical state
+# of that dtype; arrays are rebuilt from their bytes after a size check.
+
+_DTYPE_KINDS = "biufc"  # bool, signed / unsigned integers, floats, complex
+
+
+class _DtypeProxy:
+    """Records a pickled ``numpy.dtype(spec, align, copy)`` and the state BUILD gives it."""
+
+    def __init__(self, spec: object, align: object = False, copy: object = False) -> None:
+        self.spec, self.align, self.state = spec, align, None
+
+    def __setstate__(self, state: object) -> None:
+        self.state = state
+
+    def resolve(self) -> np.dtype:
+        if not isinstance(self.spec, str) or len(self.spec) > 4:
+            raise _Refused(f"numpy dtype {self.spec!r} (only numeric type codes)")
+        try:
+            dtype = np.dtype(self.spec)
+        except TypeError:
+            raise _Refused(f"numpy dtype {self.spec!r}") from None
+        if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype:
+            raise _Refused(f"numpy dtype {self.spec!r} (only bool / integer / float / complex)")
+        if self.state is not None:
+            order = self.state[1] if isinstance(self.state, tuple) and len(self.state) > 1 else ""
+            if order not in ("<", ">", "|", "="):
+                raise _Refused(f"numpy dtype {self.spec!r} with a malformed state")
+            dtype = dtype.newbyteorder(order)
+            if self.state != dtype.__reduce__()[2]:
+                raise _Refused(f"numpy dtype {self.spec!r} with a malformed state")
+        return dtype
+
+
+def _dtype_of(value: object) -> np.dtype:
+    if isinstance(value, _DtypeProxy):
+        return value.resolve()
+    raise pickle.UnpicklingError("an array's dtype is not a numpy dtype")
+
+
+def _checked_shape(shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, tuple) or len(shape) > 8:
+        raise pickle.UnpicklingError("malformed array shape")
+    dims = tuple(operator.index(n) for n in shape)
+    if any(n < 0 for n in dims):
+        raise pickle.UnpicklingError(f"negative array shape {dims}")
+    return dims
+
+
+def _array_from_bytes(raw: object, dtype: np.dtype, shape: tuple[int, ...], fortran: bool):
+    if isinstance(raw, str):  # protocol 2 / Python 2: bytes stored as latin-1 text
+        raw = raw.encode("latin-1")
+    if isinstance(raw, pickle.PickleBuffer):
+        raw = bytes(raw.raw())
+    if not isinstance(raw, bytes | bytearray):
+        raise pickle.UnpicklingError("array data is not bytes")
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(raw):  # Python ints: a huge declared shape cannot wrap
+        raise pickle.UnpicklingError(
+            f"array of shape {shape} and dtype {dtype} needs {count * dtype.itemsize} bytes, "
+            f"the file holds {len(raw)}"
+        )
+    flat = np.frombuffer(bytes(raw), dtype=dtype)
+    return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+class _ArrayType:
+    """What the global ``numpy.ndarray`` resolves to: accepted only as ``_reconstruct``'s type."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise _Refused("'numpy.ndarray' called directly")
+
+
+class _ArrayProxy:
+    """Records a pickled array (``_reconstruct`` + BUILD) until it is rebuilt from its bytes."""
+
+    def __setstate__(self, state: object) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("malformed array state")
+        _, shape, dtype, fortran, raw = state if len(state) == 5 else (1, *state)
+        dtype = _dtype_of(dtype)
+        self.__dict__["array"] = _array_from_bytes(raw, dtype, _checked_shape(shape), bool(fortran))
+
+
+def _reconstruct(subtype: object, shape: object, typecode: object) -> _ArrayProxy:
+    if subtype is not _ArrayType:
+        raise _Refused("numpy _reconstruct of a type other than numpy.ndarray")
+    return _ArrayProxy()
+
+
+def _scalar(dtype: object, raw: object = None) -> np.generic:
+    dtype = _dtype_of(dtype)
+    return _array_from_bytes(raw, dtype, (), False)[()]
+
+
+def _frombuffer(buf: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    if order not in ("C", "F"):
+        raise pickle.UnpicklingError(f"array order {order!r}")
+    return _array_from_bytes(buf, _dtype_of(dtype), _checked_shape(shape), order == "F")
+
+
 # (module, name) -> the object the unpickler gets. numpy 1.x wrote "numpy.core.*", numpy 2.x
-# writes "numpy._core.*"; both resolve to the numpy 2 objects without importing the deprecated
-# numpy.core shim.
+# writes "numpy._core.*"; both resolve to the checked stand-ins above.
 _NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
+    ("numpy", "ndarray"): _ArrayType,
+    ("numpy", "dtype"): _DtypeProxy,
     ("_codecs", "encode"): _latin1_encode,
 }
 for _module in ("numpy._core", "numpy.core"):
-    _NUMPY_GLOBALS[(f"{_module}.multiarray", "_reconstruct")] = _np_multiarray._reconstruct
-    _NUMPY_GLOBALS[(f"{_module}.multiarray", "scalar")] = _np_multiarray.scalar
-    _NUMPY_GLOBALS[(f"{_module}.numeric", "_frombuffer")] = _np_numeric._frombuffer
+    _NUMPY_GLOBALS[(f"{_module}.multiarray", "_reconstruct")] = _reconstruct
+    _NUMPY_GLOBALS[(f"{_module}.multiarray", "scalar")] = _scalar
+    _NUMPY_GLOBALS[(f"{_module}.numeric", "_frombuffer")] = _frombuffer
 
 
 class _SparseStub:
@@ -187,11 +292,24 @@ def _rebuild_sparse(stub: _SparseStub) -> sp.sparray | sp.spmatrix:
 
 
 def _replace_stubs(obj: Any, memo: dict[int, Any]) -> Any:
-    """Swap stubs for scipy objects inside (nested) lists, tuples and dicts."""
+    """Swap stubs for scipy objects and array proxies for their arrays inside (nested) lists,
+    tuples and dicts (and a sparse stub's recorded attributes)."""
     key = id(obj)
     if key in memo:
         return memo[key]
+    if isinstance(obj, _ArrayProxy):
+        if "array" not in obj.__dict__:
+            raise ValueError("an array without data")
+        memo[key] = result = obj.__dict__["array"]
+        return result
+    if isinstance(obj, _DtypeProxy):
+        memo[key] = result = obj.resolve()
+        return result
     if isinstance(obj, _SparseStub):
+        state = obj.__dict__.get("_pickled_state")
+        if isinstance(state, dict):
+            for k in list(state):
+                state[k] = _replace_stubs(state[k], memo)
         memo[key] = result = _rebuild_sparse(obj)
         return result
     if isinstance(obj, list):
@@ -207,6 +325,19 @@ def _replace_stubs(obj: Any, memo: dict[int, Any]) -> Any:
         memo[key] = result = tuple(_replace_stubs(x, memo) for x in obj)
         return result
     return obj
+
+
+def _holds_proxy(obj: Any, depth: int = 0) -> bool:
+    """Whether an unresolved proxy is left (e.g. inside an object array)."""
+    if isinstance(obj, _ArrayProxy | _DtypeProxy | _SparseStub):
+        return True
+    if depth > 50:
+        return False
+    if isinstance(obj, list | tuple):
+        return any(_holds_proxy(x, depth + 1) for x in obj)
+    if isinstance(obj, dict):
+        return any(_holds_proxy(x, depth + 1) for x in obj.values())
+    return False
 
 
 def safe_load_pickle(path: str | os.PathLike[str]) -> object:
@@ -245,12 +376,23 @@ def safe_load_pickle(path: str | os.PathLike[str]) -> object:
             raise DataError(
                 f"{path}: corrupt or truncated pickle ({type(exc).__name__}: {exc})"
             ) from exc
+    memo: dict[int, Any] = {}
+    try:
+        obj = _replace_stubs(obj, memo)
+    except _Refused as exc:
+        raise DataError(
+            f"{path}: refused to unpickle {exc}: dataset pickles may only hold numpy arrays "
+            "and scipy sparse matrices (COO/CSR/CSC)"
+        ) from None
+    except (ValueError, TypeError, OverflowError, MemoryError) as exc:
+        kind = "scipy sparse matrix" if unpickler.stubs else "numpy array"
+        raise DataError(f"{path}: invalid {kind} ({exc})") from exc
+    if _holds_proxy(obj):
+        raise DataError(
+            f"{path}: a numpy array is stored where it cannot be validated (only top-level or "
+            "inside lists, tuples and dicts is supported)"
+        )
     if unpickler.stubs:
-        memo: dict[int, Any] = {}
-        try:
-            obj = _replace_stubs(obj, memo)
-        except (ValueError, TypeError, OverflowError, MemoryError) as exc:
-            raise DataError(f"{path}: invalid scipy sparse matrix ({exc})") from exc
         # A stub the walk did not reach (inside a set, an object array, another matrix's
         # attributes, ...) would be handed out unvalidated: refuse the file instead.
         if any(id(stub) not in memo for stub in unpickler.stubs):
