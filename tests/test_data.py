@@ -11,6 +11,7 @@ import os
 import pickle
 import socket
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -479,23 +480,48 @@ def test_data_dir_direct_and_nested(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- downloads
 
 
+class _Routes(dict):
+    """path -> bytes served, and every request's (path, Range header) in ``ranges``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ranges: list[tuple[str, str | None]] = []
+
+
 class _Handler(BaseHTTPRequestHandler):
-    """Serves ``server.routes``: path -> bytes. Paths ending in 'short.zip' lie about their
-    length and hang up early (a truncated transfer)."""
+    """Serves ``server.routes``: path -> bytes, with HTTP Range requests (206) except on paths
+    ending in 'norange.zip'. Paths ending in 'short.zip' lie about their length and hang up
+    early (a truncated transfer); 'flaky.zip' does so on its first request only; 'slow.zip'
+    waits 3 s before answering. Every request's Range header is logged in ``routes.ranges``."""
 
     def do_GET(self) -> None:
         body = self.server.routes.get(self.path)
         if body is None:
             self.send_error(404, "Not Found")
             return
-        self.send_response(200)
+        if self.path.endswith("slow.zip"):
+            time.sleep(3)
+        wanted = self.headers.get("Range")
+        self.server.routes.ranges.append((self.path, wanted))
+        start = 0
+        if wanted and not self.path.endswith("norange.zip"):
+            start = int(wanted.removeprefix("bytes=").rstrip("-"))
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+        else:
+            self.send_response(200)
         self.send_header("Content-Type", "application/zip")
-        truncated = self.path.endswith("short.zip")
-        self.send_header("Content-Length", str(len(body) + (1000 if truncated else 0)))
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
+        first = sum(1 for path, _ in self.server.routes.ranges if path == self.path) == 1
+        truncated = self.path.endswith("short.zip") or (self.path.endswith("flaky.zip") and first)
+        rest = body[start:]
         self.close_connection = True
+        try:
+            self.send_header("Content-Length", str(len(rest)))
+            self.end_headers()
+            self.wfile.write(rest[: len(rest) // 2] if truncated else rest)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (time-out test)
+            pass
 
     def log_message(self, *args: object) -> None:
         pass
@@ -504,7 +530,7 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture()
 def server() -> Iterator[tuple[str, dict[str, bytes]]]:
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.routes = {}
+    httpd.routes = _Routes()
     thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
@@ -584,12 +610,69 @@ def test_download_flat_archive(server, tmp_path: Path) -> None:
     assert data.val.nnz == len(VAL) and (tmp_path / "amazon" / "trn_mat.pkl").is_file()
 
 
-def test_truncated_download_leaves_nothing(server, tmp_path: Path) -> None:
+def test_truncated_download_keeps_only_the_partial_file(server, tmp_path: Path) -> None:
     base, routes = server
     routes["/short.zip"] = _rlmrec_archive()
-    with pytest.raises(DataError, match="could not be downloaded"):
+    with pytest.raises(DataError, match="transfer incomplete") as info:
         load_dataset("yelp", cache_dir=tmp_path, url=f"{base}/short.zip", progress=False)
-    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data.zip, no partial file
+    assert "next attempt resumes" in str(info.value)
+    # No data.zip: only the hidden partial file, for the next attempt.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".data.zip.partial"]
+    assert 0 < (tmp_path / ".data.zip.partial").stat().st_size < len(routes["/short.zip"])
+
+
+def test_interrupted_download_resumes(server, tmp_path: Path) -> None:
+    base, routes = server
+    archive = _rlmrec_archive()
+    routes["/flaky.zip"] = archive
+    url = f"{base}/flaky.zip"
+    with pytest.raises(DataError, match="resumes"):
+        load_dataset("yelp", cache_dir=tmp_path, url=url, progress=False)
+    kept = (tmp_path / ".data.zip.partial").stat().st_size
+    data = load_dataset("yelp", cache_dir=tmp_path, url=url, progress=False)
+    assert data.train.nnz == len(TRAIN)
+    assert (tmp_path / "data.zip").read_bytes() == archive
+    ranges = [r for path, r in routes.ranges if path == "/flaky.zip"]
+    assert ranges == [None, f"bytes={kept}-"]  # the second request asked only for the rest
+    assert _leftovers(tmp_path) == []
+
+
+def test_server_without_ranges_starts_over(server, tmp_path: Path) -> None:
+    base, routes = server
+    archive = _rlmrec_archive()
+    routes["/norange.zip"] = archive
+    (tmp_path / ".data.zip.partial").write_bytes(b"stale bytes from another file")
+    data = load_dataset("yelp", cache_dir=tmp_path, url=f"{base}/norange.zip", progress=False)
+    assert data.val.nnz == len(VAL) and (tmp_path / "data.zip").read_bytes() == archive
+
+
+def test_size_and_checksum(server, tmp_path: Path) -> None:
+    import hashlib
+
+    from darec_jax.data.download import download_archive
+
+    base, routes = server
+    archive = _rlmrec_archive()
+    routes["/data.zip"] = archive
+    url = f"{base}/data.zip"
+    with pytest.raises(DataError, match="SHA-256 is"):
+        download_archive(url, tmp_path / "a.zip", sha256="0" * 64, progress=False)
+    with pytest.raises(DataError, match=f"has {len(archive)} bytes, expected 5"):
+        download_archive(url, tmp_path / "a.zip", size=5, progress=False)
+    assert list(tmp_path.iterdir()) == []  # a complete but wrong file is removed
+    good = hashlib.sha256(archive).hexdigest()
+    path = download_archive(url, tmp_path / "a.zip", size=len(archive), sha256=good, progress=False)
+    assert path.read_bytes() == archive
+
+
+def test_timeout(server, tmp_path: Path) -> None:
+    from darec_jax.data.download import download_archive
+
+    base, routes = server
+    routes["/slow.zip"] = _rlmrec_archive()
+    with pytest.raises(DataError, match="timed out"):
+        download_archive(f"{base}/slow.zip", tmp_path / "a.zip", timeout=0.5, progress=False)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_http_error(server, tmp_path: Path) -> None:

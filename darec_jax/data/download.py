@@ -9,6 +9,7 @@ dataset is the folder that holds ``<name>/trn_mat.pkl``, wherever it lies in the
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import shutil
@@ -70,6 +71,11 @@ def _remove_quietly(path: Path) -> None:
         pass
 
 
+def partial_path(dest: Path) -> Path:
+    """Where an unfinished download of ``dest`` is kept (and resumed from)."""
+    return dest.parent / f".{dest.name}.partial"
+
+
 def download_archive(
     url: str,
     dest: Path,
@@ -77,79 +83,120 @@ def download_archive(
     name: str = "the dataset",
     timeout: float = 60.0,
     progress: bool = True,
+    size: int | None = None,
+    sha256: str | None = None,
 ) -> Path:
-    """Stream ``url`` to ``dest`` atomically; a ``dest`` that already exists is reused.
+    """Stream ``url`` to ``dest``, resumably and atomically; a ``dest`` that exists is reused.
+
+    The bytes go to ``.<dest>.partial`` beside ``dest``. An interrupted transfer (network error,
+    time-out, hang-up, Ctrl-C) keeps what arrived there, and the next call asks the server for
+    the rest (an HTTP Range request; a server that answers with the whole file starts it over).
+    Once complete, the file's size and SHA-256 are checked when known, and that it is a zip
+    archive; only then is it renamed to ``dest``, so ``dest`` is never a partial file.
 
     Args:
       url: what to download.
-      dest: the final file; the download goes to a temporary file beside it, renamed to
-        ``dest`` only once it is complete and a valid zip archive.
+      dest: the final file.
       name: the dataset wanted (for the error message).
       timeout: seconds to wait for the connection and for each read.
       progress: show a tqdm progress bar.
+      size: the archive's size in bytes, when known.
+      sha256: its SHA-256 (hex), when known.
 
     Returns:
       ``dest``.
 
     Raises:
-      DataError: a network or HTTP error, a timeout, a truncated transfer, or a download that
-        is not a zip archive; the message says what to download by hand and where to put it.
-        No partial file is left behind.
+      DataError: a network or HTTP error, a time-out or a truncated transfer (the partial file
+        is kept for the next attempt and the message says so), or a complete download of the
+        wrong size or checksum or that is not a zip archive (removed); the message also says
+        what to download by hand and where to put it.
     """
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    tmp = Path(tmp_name)
+    partial = partial_path(dest)
     try:
-        with os.fdopen(fd, "wb") as out:
-            request = urllib.request.Request(url, headers={"User-Agent": "darec_jax"})
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-                received = 0
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    unit_divisor=1024,
-                    desc=f"downloading {dest.name}",
-                    disable=not progress,
-                ) as bar:
-                    while chunk := response.read(_CHUNK):
-                        out.write(chunk)
-                        received += len(chunk)
-                        bar.update(len(chunk))
-            if total is not None and received != total:
-                raise DataError(
-                    offline_message(
-                        name,
-                        url,
-                        dest.parent,
-                        f"transfer incomplete: {received} of {total} bytes",
-                    )
-                )
-            out.flush()
-            os.fsync(out.fileno())
-        if not zipfile.is_zipfile(tmp):
-            raise DataError(
-                offline_message(name, url, dest.parent, "the download is not a zip archive")
-            )
-        os.replace(tmp, dest)
-    except DataError:
-        _remove_quietly(tmp)
-        raise
+        _fetch_into(url, partial, dest.name, timeout, progress)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
-        # URLError includes HTTPError; OSError includes timeouts and refused connections;
+        # URLError includes HTTPError; OSError includes time-outs and refused connections;
         # HTTPException includes IncompleteRead; ValueError: a malformed URL.
-        _remove_quietly(tmp)
         if isinstance(exc, urllib.error.HTTPError):
             exc.close()  # an HTTPError holds the open response
-        raise DataError(offline_message(name, url, dest.parent, _describe(exc))) from exc
-    except BaseException:  # KeyboardInterrupt included: never leave a partial file
-        _remove_quietly(tmp)
-        raise
+        kept = partial.stat().st_size if partial.exists() else 0
+        if kept == 0:
+            _remove_quietly(partial)
+        reason = _describe(exc)
+        if kept:
+            reason += f"; the {kept} bytes received are kept in {partial} and the next attempt "
+            reason += "resumes from them"
+        raise DataError(offline_message(name, url, dest.parent, reason)) from exc
+    problem = _check_complete(partial, size, sha256)
+    if problem:
+        _remove_quietly(partial)
+        raise DataError(offline_message(name, url, dest.parent, problem))
+    os.replace(partial, dest)
     return dest
+
+
+def _fetch_into(url: str, partial: Path, label: str, timeout: float, progress: bool) -> None:
+    """Append the rest of ``url`` to ``partial`` (from its current size)."""
+    offset = partial.stat().st_size if partial.exists() else 0
+    headers = {"User-Agent": "darec_jax"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # nothing left to send: the partial file is complete
+            exc.close()
+            return
+        raise
+    with response:
+        if offset and response.status != 206:  # the server ignored the range: start over
+            offset = 0
+        length = response.headers.get("Content-Length")
+        remaining = int(length) if length and length.isdigit() else None
+        total = None if remaining is None else offset + remaining
+        received = 0
+        with (
+            open(partial, "ab" if offset else "wb") as out,
+            tqdm(
+                total=total,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=f"downloading {label}",
+                disable=not progress,
+            ) as bar,
+        ):
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+            out.flush()
+            os.fsync(out.fileno())
+        if remaining is not None and received != remaining:
+            raise http.client.IncompleteRead(b"", remaining - received)
+
+
+def _check_complete(path: Path, size: int | None, sha256: str | None) -> str | None:
+    """Why the finished download is unusable, or None."""
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        return f"the download has {actual} bytes, expected {size}"
+    if sha256 is not None:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while block := f.read(_CHUNK):
+                digest.update(block)
+        if digest.hexdigest() != sha256.lower():
+            return f"the download's SHA-256 is {digest.hexdigest()}, expected {sha256.lower()}"
+    if not zipfile.is_zipfile(path):
+        return "the download is not a zip archive"
+    return None
 
 
 def _describe(exc: BaseException) -> str:
@@ -159,6 +206,8 @@ def _describe(exc: BaseException) -> str:
         return f"network error: {exc.reason}"
     if isinstance(exc, TimeoutError):
         return "the connection timed out"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"transfer incomplete ({exc.expected} more bytes were expected)"
     return f"{type(exc).__name__}: {exc}"
 
 
