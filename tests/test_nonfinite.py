@@ -107,3 +107,29 @@ def test_rollbacks_are_bounded(tmp_path, poison):
 def test_bad_option_is_a_clear_error():
     with pytest.raises(config_lib.ConfigError, match="valid: stop, rollback"):
         config_lib.build_config("synthetic", "lightgcn", "none", {"train.on_nonfinite": "skip"})
+
+
+def test_a_full_disk_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    # The third checkpoint write fails as on a full disk: a clear error, and the checkpoint
+    # before it restores (finite, epoch 3).
+    import errno
+
+    from darec_jax.errors import DarecError
+    from darec_jax.train import checkpoint
+
+    real_save = checkpoint.ocp.CheckpointManager.save
+    calls = {"n": 0}
+
+    def save(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # best and latest at epochs 0 and 3, then this one at epoch 6
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save", save)
+    with pytest.raises(DarecError, match="No space left on device.*previous checkpoint"):
+        _run(tmp_path, **{"train.epochs": "12"})
+    cfg, _, _, _, params = restore_run(tmp_path / "run", "latest")
+    assert bool(all_finite(params))
+    meta = sorted(p.name for p in (tmp_path / "run" / "checkpoints" / "latest").iterdir())
+    assert meta[0] == "3"
