@@ -291,7 +291,7 @@ def compare_training(
     import jax.numpy as jnp
 
     from darec_jax.eval import evaluate_embeddings, prepare_ranking
-    from darec_jax.interop import to_state_dict
+    from darec_jax.interop import from_state_dict, to_state_dict
     from darec_jax.train.step import Batch
 
     torch.set_float32_matmul_precision("highest")
@@ -329,7 +329,7 @@ def compare_training(
         )
         ours_draws, backbone_draws, method_draws = sides.draws(n_real, size, step - 1)
         ref_terms, ref_grads = sides.reference_step(anc, pos, neg, backbone_draws, method_draws)
-        ref_grad_tree = _tree_from_names(cfg, sides.params, ref_grads)
+        ref_grad_tree = from_state_dict(cfg, ref_grads, sides.params)
         new_params, new_opt, new_state, terms, grads, amplification = sides._step(
             sides.params,
             sides.opt_state,
@@ -391,9 +391,3 @@ def compare_training(
         ok = abs_err <= metric_atol
         checks.append(Check(steps, "metric", f"val {name}", abs_err, abs(value), metric_atol, ok))
     return checks
-
-
-def _tree_from_names(cfg, like, by_name: dict[str, np.ndarray]):
-    from darec_jax.interop import from_state_dict
-
-    return from_state_dict(cfg, by_name, like)
