@@ -6,6 +6,12 @@ Runs ``experiments.run``'s training (reference hyper-parameters, early stopping,
 validation state) once per seed, one after the other, and prints and saves (Markdown + JSON under
 ``--out``) every seed's six test metrics, their mean ± std, wall times, and RLMRec's published
 numbers (PROTOCOL.md §5) for comparison. Runs already finished in ``--workdir`` are reused.
+
+``--engine reference`` trains our PyTorch reference of the same configuration instead (its own
+training loop, ``darec_jax.reference.train.fit``: same hyper-parameters, sampling distribution,
+early stopping and evaluation), so a number that differs from RLMRec's can be traced to the
+specification or to our JAX port. Its tables are written as ``reproduce_<dataset>_<backbone>
+_reference.{md,json}``.
 """
 
 from __future__ import annotations
@@ -93,6 +99,51 @@ def write_summary(out: Path, dataset: str) -> str:
     return table
 
 
+def _train_reference(cfg, data, workdir: Path) -> dict:
+    """Train the PyTorch reference of ``cfg`` with RLMRec's loop; the result row of one seed."""
+    import numpy as np
+    import torch
+
+    from darec_jax.reference.factory import build_reference
+    from darec_jax.reference.train import fit
+
+    torch.manual_seed(cfg.train.seed)
+    rng = np.random.RandomState(cfg.train.seed)
+    model, _ = build_reference(cfg, data)
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "log.txt"
+    with log_path.open("w") as log_file:
+
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        t = cfg.train
+        out = fit(
+            model,
+            data.n_items,
+            (data.train.users, data.train.items),
+            (data.val.users, data.val.items),
+            (data.test.users, data.test.items),
+            rng,
+            max_epochs=t.epochs,
+            test_step=t.test_step,
+            patience=t.patience,
+            lr=t.lr,
+            batch_size=t.batch_size,
+            log=log,
+        )
+    return {
+        "engine": "reference",
+        "seed": cfg.train.seed,
+        "best_epoch": out["best_epoch"],
+        "epochs_run": out["epochs_run"],
+        "valid": out["valid"],
+        "test": out["test"],
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.reproduce",
@@ -105,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[2023, 1, 2])
     parser.add_argument("--workdir", default="runs/reproduce")
     parser.add_argument("--out", default="benchmarks")
+    parser.add_argument(
+        "--engine",
+        default="jax",
+        choices=("jax", "reference"),
+        help="jax (default): our training; reference: our PyTorch reference of the same run",
+    )
     parser.add_argument(
         "--summary",
         action="store_true",
@@ -120,10 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed in args.seeds:
         cfg = config_lib.build_config(args.dataset, args.backbone, "none", {"train.seed": seed})
-        workdir = Path(args.workdir) / f"{args.dataset}-{args.backbone}-seed{seed}"
+        suffix = "" if args.engine == "jax" else "-reference"
+        workdir = Path(args.workdir) / f"{args.dataset}-{args.backbone}-seed{seed}{suffix}"
         done = workdir / "results.json"
         if done.exists():
             result = json.loads(done.read_text())
+        elif args.engine == "reference":
+            t0 = time.perf_counter()
+            result = _train_reference(cfg, data, workdir)
+            result["wall_seconds"] = time.perf_counter() - t0
+            done.write_text(json.dumps(result, indent=2) + "\n")
         else:
             t0 = time.perf_counter()
             resume = has_checkpoint(workdir / "checkpoints" / "latest")
@@ -145,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         + " | best epoch | epochs | wall s |"
     )
     lines = [
-        f"{args.backbone}, `--method none`, {args.dataset} "
+        f"{args.backbone}, `--method none`, {args.dataset}"
+        + (", PyTorch reference (`--engine reference`)" if args.engine == "reference" else "")
+        + " "
         f"({data.n_users} users, {data.n_items} items, {data.train.users.shape[0]} train "
         f"interactions); {os.cpu_count()} CPU cores, {platform.machine()}; "
         "reference hyper-parameters; test metrics of the best validation state.",
@@ -172,10 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"reproduce_{args.dataset}_{args.backbone}.md").write_text(table + "\n")
-    (out / f"reproduce_{args.dataset}_{args.backbone}.json").write_text(
-        json.dumps(rows, indent=2) + "\n"
+    stem = f"reproduce_{args.dataset}_{args.backbone}" + (
+        "" if args.engine == "jax" else "_reference"
     )
+    (out / f"{stem}.md").write_text(table + "\n")
+    (out / f"{stem}.json").write_text(json.dumps(rows, indent=2) + "\n")
     return 0
 
 
