@@ -155,6 +155,19 @@ class DarecConfig:
 
 
 @dataclass(frozen=True)
+class MeshConfig:
+    """The device mesh (``darec_jax.parallel``): a data axis, and a model axis that shards the
+    embedding tables (and the LLM embeddings) by rows. Results do not depend on it beyond float
+    summation order, so a run may resume on another mesh."""
+
+    # Devices along the data axis (batches, edges and evaluated users); 0 = all devices left after
+    # the model axis.
+    data: int = 0
+    # Devices along the model axis: tables whose row count it divides are split by rows.
+    model: int = 1
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a run needs."""
 
@@ -165,6 +178,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     rlmrec: RlmrecConfig = field(default_factory=RlmrecConfig)
     darec: DarecConfig = field(default_factory=DarecConfig)
+    mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
 # Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2 and §3.3, as dotted
@@ -383,6 +397,8 @@ def validate(cfg: Config) -> Config:
         (cfg.train.patience > 0, "train.patience must be > 0"),
         (cfg.train.max_rollbacks >= 0, "train.max_rollbacks must be >= 0"),
         (cfg.eval.user_chunk > 0, "eval.user_chunk must be > 0"),
+        (cfg.mesh.data >= 0, "mesh.data must be >= 0 (0 = all devices)"),
+        (cfg.mesh.model >= 1, "mesh.model must be >= 1"),
         (len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive"),
     ]
     for ok, message in checks:

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from darec_jax.parallel import DATA, constrain, mesh_size
+
 MASK_SCORE = -1e8
 
 
@@ -169,7 +171,8 @@ def top_k_indices(scores: jax.Array, k: int, native: bool = False) -> jax.Array:
 
 
 def _use_native_topk() -> bool:
-    if jax.default_backend() != "cpu":
+    # The native kernel runs on one device; a multi-device mesh shards the chunk's rows instead.
+    if jax.default_backend() != "cpu" or mesh_size() > 1:
         return False
     from darec_jax.kernels import native_spmm_available
 
@@ -179,7 +182,8 @@ def _use_native_topk() -> bool:
 def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator, native):
     users, valid, gt_count, tr_rows, tr_items, gt_keys = chunk_arrays
     n_items = item_final.shape[0]
-    scores = user_final[users] @ item_final.T  # [chunk, I]
+    users = constrain(users, DATA)  # a multi-device mesh splits the chunk's users
+    scores = constrain(user_final[users] @ item_final.T, DATA, None)  # [chunk, I]
     # Training items -> MASK_SCORE, written in place (padding pairs point past the last item).
     scores = scores.at[tr_rows, tr_items].set(MASK_SCORE, mode="drop")
     top = top_k_indices(scores, max(ks), native)  # [chunk, K]

@@ -13,6 +13,8 @@ import jraph
 import numpy as np
 from flax import struct
 
+from darec_jax.parallel import DATA, constrain
+
 
 @struct.dataclass
 class BlockPlan:
@@ -142,7 +144,9 @@ def spmm(
     if plan is not None:
         static = (plan.edge_bounds, plan.node_bounds, plan.native)
         return _planned_spmm(static, plan.mirror, plan.indptr, graph.senders, graph.receivers, w, x)
-    messages = w[:, None] * x[graph.senders]
+    # Under a multi-device mesh each device weighs its slice of the edges; XLA all-reduces the
+    # partial sums of the segment sum.
+    messages = constrain(w[:, None] * x[graph.senders], DATA, None)
     return jax.ops.segment_sum(
         messages, graph.receivers, num_segments=x.shape[0], indices_are_sorted=True
     )

@@ -28,6 +28,7 @@ from darec_jax.kernels import native_spmm_available
 from darec_jax.losses.core import l2_reg
 from darec_jax.methods import Method, make_method
 from darec_jax.models import Backbone, make_backbone, static_arrays
+from darec_jax.parallel import DATA, constrain, mesh_size, place, tree_shardings
 from darec_jax.train.sampling import csr_from_pairs, sample_negatives
 
 Params = dict[str, Any]
@@ -59,12 +60,18 @@ class Batch:
     valid: jax.Array  # [B] float32
 
 
-def resolve_spmm_impl(cfg: Config) -> str:
-    """``model.spmm_impl`` with "auto" resolved for the default backend."""
+def resolve_spmm_impl(cfg: Config, devices: int = 1) -> str:
+    """``model.spmm_impl`` with "auto" resolved for the default backend and the mesh's
+    ``devices`` (several devices shard one segment sum over the edges)."""
     impl = cfg.model.spmm_impl
     on_cpu = jax.default_backend() == "cpu"
+    if devices > 1 and impl in ("native", "blocked"):
+        raise ConfigError(
+            f"model.spmm_impl={impl} runs on one device; with a {devices}-device mesh use auto "
+            "or segment_sum"
+        )
     if impl == "auto":
-        if not on_cpu:
+        if not on_cpu or devices > 1:
             return "segment_sum"
         return "native" if native_spmm_available() else "blocked"
     if impl == "native" and not (on_cpu and native_spmm_available()):
@@ -252,11 +259,15 @@ class StepFunctions:
         idx = jnp.concatenate([perm, jnp.zeros(total - nnz, perm.dtype)])
         valid = (jnp.arange(total) < nnz).astype(jnp.float32)
         shape = (self.n_batches, size)
+
+        def rows(x):  # each step's triples split over the data axis
+            return constrain(x.reshape(shape), None, DATA)
+
         return Batch(
-            users=arrays.users[idx].reshape(shape),
-            pos=arrays.items[idx].reshape(shape),
-            neg=negs[idx].reshape(shape),
-            valid=valid.reshape(shape),
+            users=rows(arrays.users[idx]),
+            pos=rows(arrays.items[idx]),
+            neg=rows(negs[idx]),
+            valid=rows(valid),
         )
 
     def epoch(
@@ -352,12 +363,18 @@ class StepFunctions:
 
 
 def make_step_functions(
-    cfg: Config, data: InteractionData
+    cfg: Config, data: InteractionData, mesh: jax.sharding.Mesh | None = None
 ) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
-    """Everything the training loop needs: functions, device data, initial params and state."""
+    """Everything the training loop needs: functions, device data, initial params and state.
+
+    ``mesh``: place the data, parameters and optimiser state on it (``darec_jax.parallel``:
+    tables split by rows over ``model`` where it divides them, the rest replicated); call the
+    jitted functions inside ``jax.set_mesh(mesh)``. None: the default device.
+    """
     with_llm = cfg.method != "none"
+    devices = 1 if mesh is None else mesh_size(mesh)
     arrays, search_steps = make_train_arrays(
-        data, resolve_spmm_impl(cfg), cfg.model.spmm_block_edges, with_llm, cfg
+        data, resolve_spmm_impl(cfg, devices), cfg.model.spmm_block_edges, with_llm, cfg
     )
     method = make_method(cfg, data.n_users, data.n_items)
     llm_dim = int(data.user_emb.shape[1]) if with_llm else 0
@@ -372,7 +389,18 @@ def make_step_functions(
         n_interactions=int(arrays.users.shape[0]),
         search_steps=search_steps,
     )
-    return fns, arrays, params, optimizer.init(params)
+    opt_state = optimizer.init(params)
+    if mesh is not None:
+        rows = table_rows(data)
+        arrays = place(arrays, tree_shardings(arrays, mesh, rows))
+        params = place(params, tree_shardings(params, mesh, rows))
+        opt_state = place(opt_state, tree_shardings(opt_state, mesh, rows))
+    return fns, arrays, params, opt_state
+
+
+def table_rows(data: InteractionData) -> tuple[int, int, int]:
+    """Row counts of the tables the model axis may split: users, items, all nodes."""
+    return (data.n_users, data.n_items, data.n_users + data.n_items)
 
 
 def all_finite(tree) -> jax.Array:

@@ -30,6 +30,7 @@ from darec_jax.data.dataset import InteractionData
 from darec_jax.data.registry import load_dataset
 from darec_jax.errors import ConfigError, DarecError
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_ranking
+from darec_jax.parallel import make_mesh
 from darec_jax.train.checkpoint import CheckpointSlot
 from darec_jax.train.step import all_finite, epoch_key, make_step_functions
 
@@ -137,7 +138,10 @@ def _check_same_config(cfg: Config, saved_path: Path) -> None:
         return out
 
     a, b = flat(saved), flat(current)
-    diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    # The mesh changes where arrays live, not what is computed: a run may resume on another one.
+    diff = sorted(
+        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not k.startswith("mesh.")
+    )
     if diff:
         details = "; ".join(f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in diff)
         raise ConfigError(
@@ -190,6 +194,14 @@ def _draw_plots(workdir: Path, cfg: Config, fns, params, arrays, log) -> list[st
         return []
 
 
+def run_mesh(cfg: Config) -> jax.sharding.Mesh | None:
+    """The mesh of ``cfg.mesh`` over every device of every process; None on a single device
+    (one device keeps the native CPU kernels)."""
+    if jax.device_count() == 1 and cfg.mesh.data in (0, 1) and cfg.mesh.model == 1:
+        return None
+    return make_mesh(cfg.mesh.data, cfg.mesh.model)
+
+
 def train_and_evaluate(
     cfg: Config,
     workdir: str | os.PathLike,
@@ -216,8 +228,34 @@ def train_and_evaluate(
         is not installed) and list them in the results under ``plots``.
     Returns:
       The results dict also written to ``workdir/results.json`` (``status`` = ``finished``).
+
+    With several devices (or processes, see ``darec_jax.parallel``) the run uses the mesh of
+    ``cfg.mesh``; process 0 writes the logs and results, every process takes part in the
+    checkpoints.
     """
     config_lib.validate(cfg)
+    mesh = run_mesh(cfg)
+    if mesh is None:
+        return _train_and_evaluate(
+            cfg, workdir, resume, data, progress, log, max_epochs_this_process, plots, None
+        )
+    with jax.set_mesh(mesh):
+        return _train_and_evaluate(
+            cfg, workdir, resume, data, progress, log, max_epochs_this_process, plots, mesh
+        )
+
+
+def _train_and_evaluate(
+    cfg: Config,
+    workdir: str | os.PathLike,
+    resume: bool,
+    data: InteractionData | None,
+    progress: bool,
+    log,
+    max_epochs_this_process: int | None,
+    plots: bool,
+    mesh: jax.sharding.Mesh | None,
+) -> dict[str, Any]:
     log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
     jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
     workdir = Path(workdir)
@@ -233,7 +271,7 @@ def train_and_evaluate(
         _check_same_config(cfg, workdir / "config.json")
     try:
         workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / ".write_test"
+        probe = workdir / f".write_test.{jax.process_index()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -243,7 +281,13 @@ def train_and_evaluate(
 
     wall_start = time.perf_counter()
     data = data if data is not None else load_data(cfg)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data, mesh)
+    primary = jax.process_index() == 0
+    if mesh is not None:
+        log(
+            f"mesh {dict(mesh.shape)} over {jax.device_count()} device(s), "
+            f"{jax.process_count()} process(es)"
+        )
     ks = tuple(cfg.eval.ks)
     chunk = cfg.eval.user_chunk
     train_u, train_i = data.train.users, data.train.items
@@ -258,7 +302,8 @@ def train_and_evaluate(
         fu, fi = fns.jit_scoring_embeddings(p, arrays)
         return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
 
-    (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
+    if primary:
+        (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
     metrics_log = workdir / "metrics.jsonl"
     latest = CheckpointSlot(latest_dir)
     # Two kept: a process killed between writing a new best and the latest checkpoint leaves a
@@ -283,9 +328,10 @@ def train_and_evaluate(
         method_state = restored[2] if state_shapes else None
         loop = LoopState(**meta["loop"])
         best_params = _restore_best(best, loop, params)
-        _truncate_log(metrics_log, loop.next_epoch)
+        if primary:
+            _truncate_log(metrics_log, loop.next_epoch)
         log(f"resumed from epoch {loop.next_epoch - 1} (best epoch {loop.best_epoch})")
-    elif metrics_log.exists():
+    elif primary and metrics_log.exists():
         metrics_log.unlink()
 
     bar = tqdm(
@@ -297,7 +343,8 @@ def train_and_evaluate(
         dynamic_ncols=True,
     )
     paused = False
-    with metrics_log.open("a") as log_file:
+    # Only process 0 writes the log; the others follow the same loop.
+    with (metrics_log if primary else Path(os.devnull)).open("a") as log_file:
         epoch = loop.next_epoch
         first_epoch = epoch
         while not loop.stopped and epoch < cfg.train.epochs:
@@ -338,7 +385,8 @@ def train_and_evaluate(
                 loop = LoopState(**meta["loop"])
                 loop.rollbacks = count
                 best_params = _restore_best(best, loop, params)
-                _truncate_log(metrics_log, loop.next_epoch)
+                if primary:
+                    _truncate_log(metrics_log, loop.next_epoch)
                 log(
                     f"{problem}; rolled back to the checkpoint of epoch {good} "
                     f"(rollback {count} of at most {cfg.train.max_rollbacks})"
@@ -417,9 +465,10 @@ def train_and_evaluate(
             "n_test": int(data.test.users.shape[0]),
         },
     }
-    if plots:
+    if plots and jax.process_count() == 1:
         results["plots"] = _draw_plots(workdir, cfg, fns, best_params, arrays, log)
-    (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if primary:
+        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     latest.close()
     best.close()
     return results

@@ -1,0 +1,90 @@
+"""Several devices give the results of one: fake CPU devices, meshes 8×1, 1×8 and 2×4.
+
+The work runs in a child process (``tests/multidevice_worker.py``) because the device count is
+fixed when JAX starts: ``XLA_FLAGS=--xla_force_host_platform_device_count=8``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+WORKER = Path(__file__).with_name("multidevice_worker.py")
+MESHES = ("8x1", "1x8", "2x4")
+METHODS = ("none", "darec")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, np.ndarray]:
+    out = tmp_path_factory.mktemp("multidevice") / "runs.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env.pop("JAX_PLATFORMS", None)
+    proc = subprocess.run(
+        [sys.executable, str(WORKER), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with np.load(out) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _params(runs, method, layout):
+    prefix = f"{method}/{layout}/param"
+    return {k[len(prefix) :]: v for k, v in runs.items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mesh", MESHES)
+def test_mesh_matches_one_device(runs, method, mesh):
+    single = f"{method}/single"
+    here = f"{method}/{mesh}"
+    # Every loss term of every epoch.
+    np.testing.assert_array_equal(runs[f"{single}/term_names"], runs[f"{here}/term_names"])
+    np.testing.assert_allclose(runs[f"{here}/losses"], runs[f"{single}/losses"], rtol=1e-5)
+    # Parameters after the epochs (each relative to its tensor's scale).
+    ref, got = _params(runs, method, "single"), _params(runs, method, mesh)
+    assert ref.keys() == got.keys() and ref
+    for name in ref:
+        scale = np.max(np.abs(ref[name])) + 1e-12
+        err = np.max(np.abs(got[name] - ref[name])) / scale
+        assert err < 1e-5, f"{name}: relative difference {err:.2e}"
+    # Validation metrics of the trained state.
+    metrics = [k.split("/")[-1] for k in runs if k.startswith(f"{single}/metric_")]
+    assert len(metrics) == 6
+    for name in metrics:
+        np.testing.assert_allclose(runs[f"{here}/{name}"], runs[f"{single}/{name}"], atol=1e-6)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("mesh", MESHES)
+def test_mesh_places_and_partitions(runs, method, mesh):
+    data_axis, model_axis = (int(n) for n in mesh.split("x"))
+    here = f"{method}/{mesh}"
+    # The model axis splits the 256-row user table into that many row blocks, before and after
+    # the compiled epoch (the epoch keeps the placement it was given).
+    assert int(runs[f"{here}/user_table_shards"]) == model_axis
+    assert int(runs[f"{here}/user_table_shards_after"]) == model_axis
+    assert int(runs[f"{method}/single/user_table_shards"]) == 1
+    # A partitioned program reduces across devices; the one-device program has nothing to reduce.
+    assert int(runs[f"{here}/all_reduces_epoch"]) > 0
+    assert int(runs[f"{method}/single/all_reduces_epoch"]) == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("layout", ("single", *MESHES))
+def test_each_function_compiles_once(runs, method, layout):
+    for fn in ("epoch", "epoch_state", "scoring"):
+        assert int(runs[f"{method}/{layout}/compiles_{fn}"]) == 1, fn
+
+
+def test_evaluation_compiles_once_per_mesh(runs):
+    # Called twice per run, for both methods (same embedding width): one program per layout.
+    assert int(runs["compiles_evaluate"]) == 1 + len(MESHES)
