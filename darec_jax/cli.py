@@ -59,6 +59,16 @@ def run_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-plots", action="store_true", help="skip the run's figures (training curves, maps)"
     )
+    multi = parser.add_argument_group(
+        "several processes (hosts)",
+        "start one process per host with the same options and its own --process-id; they join "
+        "one runtime (jax.distributed) and train on the mesh over all their devices. Defaults "
+        "from DAREC_COORDINATOR_ADDRESS, DAREC_NUM_PROCESSES, DAREC_PROCESS_ID; "
+        "DAREC_DISTRIBUTED=auto lets JAX find a TPU pod slice, SLURM or Open MPI job itself.",
+    )
+    multi.add_argument("--coordinator-address", default=None, help="host:port of process 0")
+    multi.add_argument("--num-processes", type=int, default=None, help="how many processes")
+    multi.add_argument("--process-id", type=int, default=None, help="this process, 0-based")
     return parser
 
 
@@ -71,6 +81,12 @@ def config_from_args(args: argparse.Namespace) -> config_lib.Config:
     return config_lib.build_config(args.dataset, args.backbone, args.method, overrides)
 
 
+def _is_primary() -> bool:
+    import jax
+
+    return jax.process_index() == 0
+
+
 def main_run(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m experiments.run``; returns the process exit code."""
     from darec_jax.train.trainer import train_and_evaluate
@@ -80,6 +96,9 @@ def main_run(argv: list[str] | None = None) -> int:
         print("\n".join(config_lib.valid_keys()))
         return 0
     try:
+        from darec_jax.parallel import initialize_distributed
+
+        initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
         cfg = config_from_args(args)
         workdir = args.workdir or (
             f"runs/{cfg.data.name}-{cfg.model.backbone}-{cfg.method}-seed{cfg.train.seed}"
@@ -88,7 +107,7 @@ def main_run(argv: list[str] | None = None) -> int:
             cfg,
             workdir,
             resume=args.resume,
-            progress=not args.no_progress,
+            progress=not args.no_progress and _is_primary(),
             plots=not args.no_plots,
         )
     except DarecError as exc:
