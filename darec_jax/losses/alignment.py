@@ -93,11 +93,41 @@ def rlmrec_con_kd(
     item_proj [I, d]: the MLP projections of the LLM embeddings; anc, pos, neg: [B] ids.
     valid: optional [B] 0/1 mask of real rows of a padded batch; B is then Σ valid.
     """
-    pos_proj = item_proj[pos]
+    neg_proj = item_proj[neg] if with_negative_term else None
+    return rlmrec_con_kd_rows(
+        user_final,
+        item_final,
+        user_proj,
+        item_proj[pos],
+        neg_proj,
+        anc,
+        pos,
+        neg,
+        kd_weight,
+        temperature,
+        valid,
+    )
+
+
+def rlmrec_con_kd_rows(
+    user_final: jax.Array,
+    item_final: jax.Array,
+    user_proj: jax.Array,
+    pos_proj: jax.Array,
+    neg_proj: jax.Array | None,
+    anc: jax.Array,
+    pos: jax.Array,
+    neg: jax.Array,
+    kd_weight: float,
+    temperature: float,
+    valid: jax.Array | None = None,
+) -> jax.Array:
+    """:func:`rlmrec_con_kd` from the item projections of the batch's rows only: pos_proj [B, d]
+    = P_i[pos], neg_proj [B, d] = P_i[neg] (None: no negative term). The item terms use no other
+    item rows, so a caller projects 2B LLM rows per step instead of all I."""
     total = cal_infonce(user_final[anc], user_proj[anc], user_proj, temperature, valid)
     total = total + cal_infonce(item_final[pos], pos_proj, pos_proj, temperature, valid, valid)
-    if with_negative_term:
-        neg_proj = item_proj[neg]
+    if neg_proj is not None:
         total = total + cal_infonce(item_final[neg], neg_proj, neg_proj, temperature, valid, valid)
     batch = anc.shape[0] if valid is None else jnp.sum(valid)
     return kd_weight * (total / batch)

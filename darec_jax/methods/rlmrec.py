@@ -7,7 +7,12 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 
-from darec_jax.losses.alignment import leaky_mlp, node_mask, rlmrec_con_kd, rlmrec_gen_recon
+from darec_jax.losses.alignment import (
+    leaky_mlp,
+    node_mask,
+    rlmrec_con_kd_rows,
+    rlmrec_gen_recon,
+)
 from darec_jax.methods.base import Method, Params
 from darec_jax.models.lightgcn import xavier_uniform
 
@@ -45,19 +50,29 @@ class RlmrecCon(Method):
         if self.kd_weight == 0:
             return {"kd": jnp.zeros((), jnp.float32)}
         user_llm, item_llm = llm
-        user_proj = leaky_mlp(params["mlp"], user_llm)  # [U, d], every step (all users)
-        item_proj = leaky_mlp(params["mlp"], item_llm)  # [I, d]
-        kd = rlmrec_con_kd(
+        # Every user row enters the user term's denominator; the item terms use only the
+        # batch's positives and negatives, so only those (at most 2B) item rows are projected,
+        # unless the catalogue is smaller than that.
+        user_proj = leaky_mlp(params["mlp"], user_llm)  # [U, d]
+        batch_size = batch.pos.shape[0]
+        ids = jnp.concatenate([batch.pos, batch.neg]) if self.with_negative_term else batch.pos
+        if ids.shape[0] < item_llm.shape[0]:
+            rows = leaky_mlp(params["mlp"], item_llm[ids])
+        else:
+            rows = leaky_mlp(params["mlp"], item_llm)[ids]
+        pos_proj = rows[:batch_size]
+        neg_proj = rows[batch_size:] if self.with_negative_term else None
+        kd = rlmrec_con_kd_rows(
             user_final,
             item_final,
             user_proj,
-            item_proj,
+            pos_proj,
+            neg_proj,
             batch.users,
             batch.pos,
             batch.neg,
             self.kd_weight,
             self.kd_temperature,
-            self.with_negative_term,
             batch.valid,
         )
         return {"kd": kd}
