@@ -225,20 +225,87 @@ def run_torch(args, pipeline: str = "vectorised", backbone: str = "lightgcn", da
     }
 
 
+def matmul_rate(repeats: int = 5) -> dict:
+    """The machine's dense float32 matmul rate in JAX (highest precision), measured now: the
+    projection shapes of the alignment methods on Yelp-sized inputs, [4096, 1536] @ [1536, 784]
+    and [11091, 1536] @ [1536, 784]; GFLOP/s from the median of ``repeats`` calls each, the best
+    shape reported."""
+    import jax
+    import jax.numpy as jnp
+
+    rates = {}
+    for rows in (4096, 11091):
+        a = jax.random.normal(jax.random.key(0), (rows, 1536), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (1536, 784), jnp.float32)
+        f = jax.jit(lambda a, b: a @ b)
+        jax.block_until_ready(f(a, b))
+        secs = statistics.median(
+            _time_repeats(lambda f=f, a=a, b=b: jax.block_until_ready(f(a, b)), repeats)
+        )
+        rates[f"{rows}x1536x784"] = 2.0 * rows * 1536 * 784 / secs / 1e9
+    return {"gflops": max(rates.values()), "by_shape": rates}
+
+
+def _flops(compiled) -> float:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
+def alignment_work(fns, arrays, params, repeats: int = 5) -> dict:
+    """The alignment method's own work, counted by XLA's cost analysis of the compiled
+    programs: one step's forward and backward of the method's terms (value and gradient with
+    respect to the method's parameters and the final embeddings; batch 0 of an epoch, its
+    draws), and the per-epoch state (DaRec's clustering, with its clean forward). Also the
+    median seconds of the jitted step function alone."""
+    import jax
+
+    from darec_jax.train.step import epoch_key
+
+    key = epoch_key(0, 0)
+    batches = fns.epoch_batches(jax.random.fold_in(key, 2), arrays)
+    batch = jax.tree.map(lambda x: x[0], batches)
+    state = fns.jit_method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
+    draws = {**state, **fns.draw_step_randomness(params, jax.random.fold_in(key, 3), arrays, batch)}
+    fu, fi = fns.jit_eval_embeddings(params, arrays)
+    llm = (arrays.user_llm, arrays.item_llm)
+    method = fns.method
+
+    def terms_total(method_params, fu, fi):
+        terms = method.terms(method_params, fu, fi, batch, llm, draws)
+        return sum(terms[name] for name in method.term_names)
+
+    step = jax.jit(jax.value_and_grad(terms_total, argnums=(0, 1, 2)))
+    step_flops = _flops(step.lower(params["method"], fu, fi).compile())
+    jax.block_until_ready(step(params["method"], fu, fi))
+    seconds = statistics.median(
+        _time_repeats(lambda: jax.block_until_ready(step(params["method"], fu, fi)), repeats)
+    )
+    state_fn = jax.jit(fns.method_epoch_state)
+    state_flops = _flops(state_fn.lower(params, arrays, key).compile()) if state else 0.0
+    return {
+        "step_flops": step_flops,
+        "epoch_state_flops": state_flops,
+        "epoch_flops": step_flops * fns.n_batches + state_flops,
+        "step_seconds": seconds,
+    }
+
+
 def run_jax_method(args, method: str, data=None) -> dict:
     """Training seconds per epoch of LightGCN + ``method``, JAX side (``data``: default
     ``--dataset``), with stand-in LLM embeddings; the first epoch includes compilation and, for
-    DaRec, every epoch its re-clustering."""
+    DaRec, every epoch its re-clustering. For an alignment method also its counted FLOPs per
+    epoch and the machine's dense matmul rate, measured in the same process."""
     import jax
 
     from darec_jax import config as config_lib
 
     data = with_standin_llm(_load(args) if data is None else data, args.llm_dim)
     cfg = config_lib.build_config(args.dataset, "lightgcn", method)
-    fns, _, _, epoch = _jax_trainer(cfg, data)
+    fns, arrays, state, epoch = _jax_trainer(cfg, data)
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation
     epochs = _time_repeats(epoch, args.epochs)
-    return {
+    out = {
         "side": "jax",
         "method": method,
         "version": jax.__version__,
@@ -246,8 +313,12 @@ def run_jax_method(args, method: str, data=None) -> dict:
         "steps_per_epoch": fns.n_batches,
         "epoch_seconds": epochs,
         "first_epoch_seconds": first_epoch,
-        "peak_rss_mb": _peak_rss_mb(),
     }
+    if method != "none":
+        out["alignment"] = alignment_work(fns, arrays, state["p"])
+        out["matmul"] = matmul_rate()
+    out["peak_rss_mb"] = _peak_rss_mb()
+    return out
 
 
 def _torch_step_inputs(cfg, model, state: dict):
@@ -395,6 +466,32 @@ def _methods_table(res: dict, args) -> str:
             f"| {method} | {a:.3f} | {ratio(a, jax_none)} | {b:.3f} | {ratio(b, ref_none)} "
             f"| {a / b:.3f} |"
         )
+    align = [m for m in jx if "alignment" in jx[m]]
+    if align and jax_none is not None:
+        lines += [
+            "",
+            "Alignment work (JAX): FLOPs of one epoch's alignment terms (forward and backward of "
+            "each step's terms, plus the per-epoch clustering), counted by XLA's cost analysis "
+            "of the compiled programs; achieved rate = those FLOPs ÷ (the method's epoch − "
+            "none's epoch), and ÷ the step function timed alone; the machine's dense matmul "
+            "rate measured in the same process (float32, highest precision, the projections' "
+            "shapes).",
+            "",
+            "| method | GFLOP / step | GFLOP / epoch | in-epoch GFLOP/s | alone GFLOP/s | "
+            "matmul GFLOP/s | in-epoch ÷ matmul | alone ÷ matmul |",
+            "|---|" + "---:|" * 7,
+        ]
+        for method in align:
+            a = jx[method]["alignment"]
+            rate = jx[method]["matmul"]["gflops"]
+            extra = med(jx[method]["epoch_seconds"]) - jax_none
+            in_epoch = a["epoch_flops"] / extra / 1e9 if extra > 0 else float("nan")
+            alone = a["step_flops"] / a["step_seconds"] / 1e9
+            lines.append(
+                f"| {method} | {a['step_flops'] / 1e9:.1f} | {a['epoch_flops'] / 1e9:.0f} | "
+                f"{in_epoch:.1f} | {alone:.1f} | {rate:.1f} | {in_epoch / rate:.2f} | "
+                f"{alone / rate:.2f} |"
+            )
     return "\n".join(lines)
 
 

@@ -31,8 +31,9 @@ class RankingTask:
     users:        int32 [C, chunk] evaluated user ids (padding rows repeat user 0).
     user_valid:   float32 [C, chunk] 1 for real rows.
     gt_count:     float32 [C, chunk] |GT_u| (1 on padding rows, to keep divisions finite).
-    train_rows, train_items: int32 [C, Ptr] (row-in-chunk, item) of training items to mask;
-                  padding entries point at item n_items (dropped by the scatter).
+    train_rows, train_items: int32 [C, Ptr] (row-in-chunk, item) of training items to mask,
+                  sorted by row; padding entries point at item n_items (dropped by the scatter).
+    train_indptr: int32 [C, chunk+1] row pointers into each chunk's sorted training pairs.
     gt_keys:      int32 [C, Pgt] sorted keys row-in-chunk * n_items + item of the ground-truth
                   pairs; padding keys are chunk * n_items (larger than every real key).
     n_users_evaluated: number of real users.
@@ -43,6 +44,7 @@ class RankingTask:
     gt_count: np.ndarray
     train_rows: np.ndarray
     train_items: np.ndarray
+    train_indptr: np.ndarray
     gt_keys: np.ndarray
     n_users_evaluated: int
     n_items: int
@@ -55,12 +57,12 @@ def _chunk_pairs(
     n_chunks: int,
     n_items: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Group (row-in-chunk, item) pairs by chunk into padded [C, P] arrays."""
+    """Group (row-in-chunk, item) pairs by chunk into padded [C, P] arrays, sorted by row."""
     counts = np.bincount(chunk_of_user, minlength=n_chunks)
     width = max(int(counts.max(initial=0)), 1)
     rows = np.zeros((n_chunks, width), np.int32)
     cols = np.full((n_chunks, width), n_items, np.int32)
-    order = np.argsort(chunk_of_user, kind="stable")
+    order = np.lexsort((rows_of_user, chunk_of_user))
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     slot = np.arange(order.shape[0]) - np.repeat(starts, counts)
     rows[chunk_of_user[order], slot] = rows_of_user[order]
@@ -100,6 +102,10 @@ def prepare_ranking(
         return _chunk_pairs(flat % chunk, its[keep], flat // chunk, n_chunks, n_items)
 
     train_rows, train_cols = pairs(train_users, train_items)
+    real = train_cols < n_items
+    per_row = np.zeros((n_chunks, chunk + 1), np.int64)
+    np.add.at(per_row, (np.nonzero(real)[0], train_rows[real] + 1), 1)
+    train_indptr = np.cumsum(per_row, axis=1).astype(np.int32)
     gt_rows, gt_cols = pairs(split_users, split_items)
     gt_keys = np.where(
         gt_cols < n_items, gt_rows.astype(np.int64) * n_items + gt_cols, chunk * n_items
@@ -113,6 +119,7 @@ def prepare_ranking(
         gt_count=gt_count.reshape(n_chunks, chunk),
         train_rows=train_rows,
         train_items=train_cols,
+        train_indptr=train_indptr,
         gt_keys=gt_keys,
         n_users_evaluated=int(n_eval),
         n_items=n_items,
@@ -179,14 +186,20 @@ def _use_native_topk() -> bool:
     return native_spmm_available()
 
 
-def _chunk_metrics(user_final, item_final, chunk_arrays, ks, recall_denominator, native):
-    users, valid, gt_count, tr_rows, tr_items, gt_keys = chunk_arrays
+def _chunk_metrics(user_final, item_final, item_t, chunk_arrays, ks, recall_denominator, native):
+    users, valid, gt_count, tr_rows, tr_items, tr_indptr, gt_keys = chunk_arrays
     n_items = item_final.shape[0]
-    users = constrain(users, DATA)  # a multi-device mesh splits the chunk's users
-    scores = constrain(user_final[users] @ item_final.T, DATA, None)  # [chunk, I]
-    # Training items -> MASK_SCORE, written in place (padding pairs point past the last item).
-    scores = scores.at[tr_rows, tr_items].set(MASK_SCORE, mode="drop")
-    top = top_k_indices(scores, max(ks), native)  # [chunk, K]
+    if native:
+        # Scores, mask and top-k fused in one kernel: no [chunk, I] matrix in memory.
+        from darec_jax.kernels import score_topk
+
+        top = score_topk(user_final[users], item_t, tr_indptr, tr_items, max(ks), n_items)
+    else:
+        users = constrain(users, DATA)  # a multi-device mesh splits the chunk's users
+        scores = constrain(user_final[users] @ item_final.T, DATA, None)  # [chunk, I]
+        # Training items -> MASK_SCORE, written in place (padding pairs point past the last item).
+        scores = scores.at[tr_rows, tr_items].set(MASK_SCORE, mode="drop")
+        top = top_k_indices(scores, max(ks))  # [chunk, K]
     # hits[b, j] = 1 iff (b, top[b, j]) is a ground-truth pair: binary search of the pair keys
     # row * I + item among the chunk's sorted ground-truth keys.
     query = jnp.arange(users.shape[0], dtype=jnp.int32)[:, None] * n_items + top
@@ -222,13 +235,20 @@ def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
         task.gt_count,
         task.train_rows,
         task.train_items,
+        task.train_indptr,
         task.gt_keys,
     )
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
 def _evaluate_sums(user_final, item_final, arrays, ks, recall_denominator, native):
+    item_t = None
+    if native:  # the kernel's item layout, once per evaluation
+        from darec_jax.kernels import item_tiles
+
+        item_t = item_tiles(item_final)
     per_chunk = jax.lax.map(
-        lambda a: _chunk_metrics(user_final, item_final, a, ks, recall_denominator, native), arrays
+        lambda a: _chunk_metrics(user_final, item_final, item_t, a, ks, recall_denominator, native),
+        arrays,
     )
     return {name: jnp.sum(v) for name, v in per_chunk.items()}

@@ -1,7 +1,10 @@
 """Native CPU kernels, compiled on first use and registered with XLA through its FFI.
 
-Two kernels: the CSR graph product below, and a per-row top-k (one pass with a k-slot sorted
-buffer per row) that replaces XLA's CPU TopK, which copies and partially sorts every row.
+Three kernels: the CSR graph product below; a per-row top-k (one pass with a k-slot sorted
+buffer per row) that replaces XLA's CPU TopK, which copies and partially sorts every row; and
+the evaluation's score-mask-top-k fused (scores of 8 users at a time in register tiles, written
+to a cache-resident buffer, masked and ranked there), so the [users, items] score matrix never
+goes to memory.
 
 XLA's CPU backend runs a segment-sum graph product as a gather into an [E, d] message buffer
 followed by a scatter, which is memory-bound. ``csr_spmm.cc`` computes the same CSR product row by
@@ -26,9 +29,11 @@ import warnings
 from pathlib import Path
 
 import jax
+import numpy as np
 
 TARGET = "darec_csr_spmm"
 TOPK_TARGET = "darec_row_topk"
+SCORE_TOPK_TARGET = "darec_score_topk"
 _SOURCE = Path(__file__).with_name("csr_spmm.cc")
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -102,6 +107,9 @@ def native_spmm_available() -> bool:
             jax.ffi.register_ffi_target(
                 TOPK_TARGET, jax.ffi.pycapsule(library.DarecRowTopK), platform="cpu"
             )
+            jax.ffi.register_ffi_target(
+                SCORE_TOPK_TARGET, jax.ffi.pycapsule(library.DarecScoreTopK), platform="cpu"
+            )
             _state["library"] = library  # keep the library loaded for the process lifetime
             _state["ok"] = True
         except Exception as exc:  # noqa: BLE001 - any failure means: use the XLA path
@@ -126,3 +134,24 @@ def row_topk(scores: jax.Array, k: int) -> jax.Array:
     index first), by the native kernel (call :func:`native_spmm_available` first)."""
     out_type = jax.ShapeDtypeStruct((scores.shape[0], k), jax.numpy.int32)
     return jax.ffi.ffi_call(TOPK_TARGET, out_type)(scores)
+
+
+def item_tiles(items: jax.Array) -> jax.Array:
+    """float32 [T, d, 16]: the item table [I, d] zero-padded to 16·T rows and cut into tiles of
+    16 items stored column-major, the layout :func:`score_topk` reads."""
+    n, d = items.shape
+    pad = -n % 16
+    padded = jax.numpy.pad(items, ((0, pad), (0, 0)))
+    return padded.reshape(-1, 16, d).transpose(0, 2, 1)
+
+
+def score_topk(
+    users: jax.Array, tiles: jax.Array, indptr: jax.Array, masked: jax.Array, k: int, n_items: int
+) -> jax.Array:
+    """int32 [B, k]: each row's k best of the ``n_items`` items by score ``users[b] · item_j``
+    (items as :func:`item_tiles`), with the row's masked items
+    (``masked[indptr[b]:indptr[b+1]]``; entries outside [0, n_items) ignored) scored −1e8; best
+    first, ties to the lower index (call :func:`native_spmm_available` first)."""
+    out_type = jax.ShapeDtypeStruct((users.shape[0], k), jax.numpy.int32)
+    call = jax.ffi.ffi_call(SCORE_TOPK_TARGET, out_type)
+    return call(users, tiles, indptr, masked, n_items=np.int64(n_items))
