@@ -27,6 +27,18 @@ hyper-parameters, training seconds per epoch and seconds per full evaluation on 
         --backbones lightgcn gccf sgl simgcl dccf autocf --epochs 3 --evals 3
 
 (table ``speed_<dataset>_backbones.md``).
+
+Scaling (``--scaling``): LightGCN (``--method none``, Yelp's hyper-parameters) on random
+interaction graphs of 10^5 to 10^7 directed edges (about 15 interactions per user, as many items
+as users), each size alone in its own process: seconds per training step and per epoch, seconds
+per full evaluation, peak memory, and the bytes-moved floor of a step beside the machine's
+measured memory bandwidth::
+
+    python -m experiments.benchmark --scaling --scaling-edges 1e5 1e6 1e7
+
+(table ``scaling.md``). Epochs of more than ``SCALING_MAX_STEPS`` steps are timed over their
+first steps and projected (steps × seconds per step); evaluations of more than
+``SCALING_EVAL_USERS`` users over a sample of users and projected (time is linear in users).
 """
 
 from __future__ import annotations
@@ -528,8 +540,178 @@ def _backbones_table(res: dict, args) -> str:
     return "\n".join(lines)
 
 
+SCALING_MAX_STEPS = 24
+SCALING_EVAL_USERS = 4096
+INTERACTIONS_PER_USER = 15
+
+
+def scaling_dataset(n_edges: int, seed: int = 0):
+    """A random interaction graph with about ``n_edges`` directed edges (2 per training
+    interaction): U = I = interactions / 15, uniform pairs (duplicates dropped), one held-out
+    validation item for up to ``SCALING_EVAL_USERS`` users."""
+    import numpy as np
+
+    from darec_jax.data.dataset import InteractionData, Split
+
+    nnz = max(n_edges // 2, 1000)
+    n = max(nnz // INTERACTIONS_PER_USER, 64)
+    rng = np.random.default_rng(seed)
+    keys = np.unique(rng.integers(0, n, nnz, dtype=np.int64) * n + rng.integers(0, n, nnz))
+    users, items = (keys // n).astype(np.int32), (keys % n).astype(np.int32)
+    val_users = rng.choice(n, min(n, SCALING_EVAL_USERS), replace=False).astype(np.int32)
+    val_items = rng.integers(0, n, val_users.shape[0]).astype(np.int32)
+    empty = Split(np.zeros(0, np.int32), np.zeros(0, np.int32))
+    return InteractionData(
+        name="scaling",
+        n_users=n,
+        n_items=n,
+        train=Split(users, items),
+        val=Split(val_users, val_items),
+        test=empty,
+        user_emb=None,
+        item_emb=None,
+        source=f"random, {n_edges} edges, seed {seed}",
+    )
+
+
+def memory_bandwidth(repeats: int = 5) -> float:
+    """GB/s of a large element-wise pass in JAX (256 MB read + 256 MB written), measured now."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jnp.ones((64 * 1024 * 1024,), jnp.float32)
+    f = jax.jit(lambda x: x * 1.0001 + 1.0)
+    jax.block_until_ready(f(x))
+    secs = statistics.median(_time_repeats(lambda: jax.block_until_ready(f(x)), repeats))
+    return 2 * x.size * 4 / secs / 1e9
+
+
+def step_bytes_floor(n_edges: int, n_nodes: int, dim: int, layers: int) -> int:
+    """The memory traffic no implementation of a LightGCN step can avoid (bytes): each of the
+    2·L graph products (forward and backward) reads the edge list (column, weight: 8 B per
+    edge), the row pointers (4 B per node), its input rows once and writes its output rows once
+    (8·d B per node); the step writes its dropped-edge weights once (4 B per edge); Adam reads
+    parameters, gradients and both moments and writes three of them (28·d B per node)."""
+    per_product = 8 * n_edges + 4 * (n_nodes + 1) + 8 * dim * n_nodes
+    return 2 * layers * per_product + 4 * n_edges + 28 * dim * n_nodes
+
+
+def run_scaling(args, n_edges: int) -> dict:
+    """One size of the scaling table, in this process (peak RSS is this size's)."""
+    import jax
+
+    from darec_jax import config as config_lib
+    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.train.step import epoch_key, make_step_functions
+
+    t0 = time.perf_counter()
+    data = scaling_dataset(n_edges)
+    cfg = config_lib.build_config("yelp", "lightgcn", "none")
+    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
+    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    setup = time.perf_counter() - t0
+    edges = int(arrays.graph.senders.shape[0])
+    steps = fns.n_batches
+    timed_steps = min(steps, SCALING_MAX_STEPS)
+    run = jax.jit(fns.epoch_prefix, static_argnums=4, donate_argnums=(0, 1))
+    state = {"p": params, "o": opt_state, "e": 0}
+
+    def part():
+        state["p"], state["o"], terms = run(
+            state["p"], state["o"], arrays, epoch_key(0, state["e"]), timed_steps
+        )
+        jax.block_until_ready(terms)
+        state["e"] += 1
+
+    first = _time_repeats(part, 1)[0]
+    parts = _time_repeats(part, args.epochs)
+    per_step = statistics.median(parts) / timed_steps
+    task = prepare_ranking(
+        data.n_users,
+        data.n_items,
+        data.train.users,
+        data.train.items,
+        data.val.users,
+        data.val.items,
+        cfg.eval.user_chunk,
+    )
+
+    def evaluate():
+        fu, fi = fns.jit_eval_embeddings(state["p"], arrays)
+        return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
+
+    evaluate()
+    eval_sample = statistics.median(_time_repeats(evaluate, args.evals))
+    users_with_items = int(len(set(data.train.users.tolist())))
+    peak_rss = _peak_rss_mb()  # before the bandwidth probe's own arrays
+    floor = step_bytes_floor(
+        edges, data.n_users + data.n_items, cfg.model.embedding_size, cfg.model.layer_num
+    )
+    return {
+        "side": "jax",
+        "edges": edges,
+        "interactions": int(data.train.users.shape[0]),
+        "users": data.n_users,
+        "items": data.n_items,
+        "steps_per_epoch": steps,
+        "timed_steps": timed_steps,
+        "step_seconds": per_step,
+        "epoch_seconds": per_step * steps,
+        "epoch_projected": timed_steps < steps,
+        "first_call_seconds": first,
+        "eval_users_timed": task.n_users_evaluated,
+        "eval_seconds_sample": eval_sample,
+        "eval_seconds_all_users": eval_sample * users_with_items / task.n_users_evaluated,
+        "setup_seconds": setup,
+        "step_bytes_floor": floor,
+        "peak_rss_mb": peak_rss,
+        "bandwidth_gbs": memory_bandwidth(),
+        "version": jax.__version__,
+        "device": str(jax.devices()[0]),
+    }
+
+
+def _scaling_table(rows: list[dict], args) -> str:
+    any_row = rows[0]
+    lines = [
+        f"LightGCN (`--method none`, Yelp's hyper-parameters: d = 32, 3 layers, edge dropout "
+        f"0.8, batches of 4096) on random graphs, {INTERACTIONS_PER_USER} interactions per "
+        "user, as many items as users; each size alone in its own process; "
+        f"{os.cpu_count()} CPU cores, {platform.machine()}, JAX {any_row['version']} "
+        f"({any_row['device']}). Step time: median of {args.epochs} runs of the first "
+        f"min(steps, {SCALING_MAX_STEPS}) steps of an epoch (one compiled scan); epoch = steps × "
+        "step (measured whole when it has at most that many steps, else projected, marked *). "
+        f"Evaluation: full ranking of a sample of up to {SCALING_EVAL_USERS} users, projected to "
+        "every user with training items. Floor: the bytes a step must move (edge list and rows "
+        "of every graph product, dropped-edge weights, Adam; `step_bytes_floor`) ÷ the "
+        "measured memory bandwidth of the same process.",
+        "",
+        "| directed edges | users = items | steps / epoch | s / step | s / epoch | s / step per "
+        "10^6 edges | s / evaluation | peak RSS MB | floor MB / step | bandwidth GB/s | "
+        "step ÷ floor time |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        floor_s = r["step_bytes_floor"] / (r["bandwidth_gbs"] * 1e9)
+        mark = "*" if r["epoch_projected"] else ""
+        eval_mark = "*" if r["eval_seconds_all_users"] != r["eval_seconds_sample"] else ""
+        lines.append(
+            f"| {r['edges']:,} | {r['users']:,} | {r['steps_per_epoch']} | "
+            f"{r['step_seconds']:.4f} | {r['epoch_seconds']:.2f}{mark} | "
+            f"{r['step_seconds'] / r['edges'] * 1e6:.4f} | "
+            f"{r['eval_seconds_all_users']:.2f}{eval_mark} | {r['peak_rss_mb']:.0f} | "
+            f"{r['step_bytes_floor'] / 1e6:.1f} | {r['bandwidth_gbs']:.1f} | "
+            f"{r['step_seconds'] / floor_s:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def _run_side(
-    args, side: str, method: str | None = None, backbone: str | None = None
+    args,
+    side: str,
+    method: str | None = None,
+    backbone: str | None = None,
+    edges: int | None = None,
 ) -> tuple[dict | None, int]:
     """Run one side (and method) alone in a subprocess: (its result or None, exit status)."""
     cmd = [
@@ -554,6 +736,9 @@ def _run_side(
     if backbone is not None:
         cmd += ["--side-backbone", backbone]
         label = f"{side} {backbone}"
+    if edges is not None:
+        cmd += ["--side-edges", str(edges)]
+        label = f"{side} {edges} edges"
     print(f"running the {label} side alone ...", file=sys.stderr, flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -603,7 +788,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="time these backbones' training epochs and evaluations (--method none) on both "
         "sides instead (a per-backbone table, speed_<dataset>_backbones.md)",
     )
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="the scaling table over random graphs (scaling.md) instead",
+    )
+    parser.add_argument(
+        "--scaling-edges",
+        nargs="+",
+        type=float,
+        default=[1e5, 3e5, 1e6, 3e6, 1e7],
+        help="directed edge counts of --scaling (default 1e5 3e5 1e6 3e6 1e7)",
+    )
     parser.add_argument("--side", choices=("jax", "torch", "torch-rlmrec"), help=argparse.SUPPRESS)
+    parser.add_argument("--side-edges", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--side-method", choices=METHODS, help=argparse.SUPPRESS)
     parser.add_argument("--side-backbone", choices=BACKBONES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -648,10 +846,25 @@ def _main_backbones(args) -> int:
     return 0
 
 
+def _main_scaling(args) -> int:
+    rows = []
+    for edges in args.scaling_edges:
+        result, rc = _run_side(args, "jax", edges=int(edges))
+        if result is None:
+            return rc
+        rows.append(result)
+    table = _scaling_table(rows, args)
+    print(table)
+    _save(args.out, "scaling", table, {"rows": rows})
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.side:
-        if args.side_method:
+        if args.side_edges:
+            result = run_scaling(args, args.side_edges)
+        elif args.side_method:
             run = run_jax_method if args.side == "jax" else run_torch_method
             result = run(args, args.side_method)
         elif args.side_backbone:
@@ -669,6 +882,8 @@ def main(argv: list[str] | None = None) -> int:
         return _main_methods(args)
     if args.backbones:
         return _main_backbones(args)
+    if args.scaling:
+        return _main_scaling(args)
     results = {}
     for side in ("jax", "torch", "torch-rlmrec"):
         result, rc = _run_side(args, side)

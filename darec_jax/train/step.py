@@ -303,10 +303,30 @@ class StepFunctions:
         )
         return terms, finite
 
-    def _epoch_scan(self, params, opt_state, arrays, key, method_state, trace: bool = False):
+    def epoch_prefix(
+        self,
+        params: Params,
+        opt_state: optax.OptState,
+        arrays: TrainArrays,
+        key: jax.Array,
+        n_steps: int,
+    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+        """The first ``n_steps`` steps of :meth:`epoch` (same batches and draws), for timing
+        epochs too long to run whole; ``n_steps`` is static."""
+        params, opt_state, terms, _ = self._epoch_scan(
+            params, opt_state, arrays, key, None, n_steps=n_steps
+        )
+        return params, opt_state, jax.tree.map(jnp.mean, terms)
+
+    def _epoch_scan(
+        self, params, opt_state, arrays, key, method_state, trace: bool = False, n_steps=None
+    ):
         k_batches, k_steps = jax.random.split(key)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
+        if n_steps is not None:
+            batches = jax.tree.map(lambda x: x[:n_steps], batches)
+            step_keys = step_keys[:n_steps]
         state = method_state
         if state is None:
             state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
@@ -322,7 +342,7 @@ class StepFunctions:
             return (params, opt_state, step_state), (terms, finite)
 
         step_state = self.backbone(params).init_step_state(arrays)
-        steps = jnp.arange(self.n_batches, dtype=jnp.int32)
+        steps = jnp.arange(step_keys.shape[0], dtype=jnp.int32)
         (params, opt_state, _), (terms, finite) = jax.lax.scan(
             body, (params, opt_state, step_state), (batches, step_keys, steps)
         )
