@@ -70,9 +70,11 @@ class ModelConfig:
     fix_steps: int = 10
     ssl_reg: float = 5.0
     # How graph products run (the same numbers either way): "segment_sum" (one XLA segment sum
-    # over all edges), "blocked" (receiver blocks of spmm_block_edges edges, transposed-graph
+    # over all edges, autodiff backward: a scatter over senders), "transposed" (the same sorted
+    # segment sum, backward over the transposed graph: a second sorted segment sum, no
+    # scatter), "blocked" (receiver blocks of spmm_block_edges edges, transposed-graph
     # backward), "native" (C++ CSR kernel through XLA's FFI; CPU only), or "auto" (native on
-    # CPU when it builds, else blocked; segment_sum on accelerators).
+    # CPU when it builds, else blocked; segment_sum on accelerators and multi-device meshes).
     spmm_impl: str = "auto"
     spmm_block_edges: int = 10_000
 
@@ -367,7 +369,9 @@ def validate(cfg: Config) -> Config:
             f"implemented: {', '.join(IMPLEMENTED_METHODS)}"
         )
     _check_choice(
-        "model.spmm_impl", cfg.model.spmm_impl, ("auto", "segment_sum", "blocked", "native")
+        "model.spmm_impl",
+        cfg.model.spmm_impl,
+        ("auto", "segment_sum", "transposed", "blocked", "native"),
     )
     d = cfg.darec
     _check_choice("darec.global_loss", d.global_loss, ("mse", "kl"))

@@ -5,7 +5,8 @@ Run as a script, in a fresh process, so that the fake CPU devices exist before J
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/multidevice_worker.py OUT
 
 For LightGCN and DaRec-on-LightGCN and for each layout — one device (no mesh), and meshes
-(data × model) 8×1, 1×8 and 2×4 (the model axis splits the user and item tables by rows) — the same
+(data × model) 8×1, 1×8 and 2×4 (the model axis splits the user and item tables by rows), and
+2×4 again with the transposed-graph backward of the graph products — the same
 initial state trains ``EPOCHS`` epochs with the same keys, then is evaluated on the validation
 split. ``OUT`` (an .npz) receives each run's per-epoch losses, final parameters, metrics, the
 placement of the tables, and how many times each jitted function compiled.
@@ -32,12 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from tests.toy import random_dataset, with_llm_embeddings  # noqa: E402
 
 EPOCHS = 3
-# name -> (data, model) devices; None = one device, no mesh.
-LAYOUTS = {"single": None, "8x1": (8, 1), "1x8": (1, 8), "2x4": (2, 4)}
+# name -> (data, model) devices; None = one device, no mesh. "2x4t": the 2x4 mesh with the
+# graph products' transposed-graph backward (model.spmm_impl=transposed).
+LAYOUTS = {"single": None, "8x1": (8, 1), "1x8": (1, 8), "2x4": (2, 4), "2x4t": (2, 4)}
 
 
-def _config(method: str):
+def _config(method: str, layout: str):
     overrides = {
+        "model.spmm_impl": "transposed" if layout.endswith("t") else "auto",
         "model.embedding_size": 16,
         "model.layer_num": 2,
         "train.batch_size": 256,
@@ -50,7 +53,7 @@ def _config(method: str):
 
 
 def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
-    cfg = _config(method)
+    cfg = _config(method, layout)
     shape = LAYOUTS[layout]
     mesh = None if shape is None else make_mesh(*shape)
     context = jax.set_mesh(mesh) if mesh is not None else _null()

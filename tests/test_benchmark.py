@@ -154,3 +154,50 @@ def test_parse_args_backbones():
     ):
         with pytest.raises(SystemExit):
             benchmark.parse_args(bad)
+
+
+def test_alignment_flops_are_the_projections_counted():
+    """RLMRec-Con's counted FLOPs per step (XLA's cost analysis) equal, within the element-wise
+    work, what its matmuls must cost: the projection MLP over every user row and the batch's 2B
+    item rows, forward (two layers) and backward (both weight gradients and the hidden
+    gradient; the LLM inputs are constants), plus the three InfoNCE similarity blocks."""
+    from darec_jax import config as config_lib
+    from darec_jax.train.step import make_step_functions
+
+    n, llm, batch = 300, 512, 128
+    data = benchmark.with_standin_llm(random_dataset(n_users=n, n_items=n, per_user=8), llm)
+    cfg = config_lib.build_config(
+        "synthetic", "lightgcn", "rlmrec-con", {"train.batch_size": batch}
+    )
+    fns, arrays, params, _ = make_step_functions(cfg, data)
+    work = benchmark.alignment_work(fns, arrays, params, repeats=1)
+    d = cfg.model.embedding_size
+    hidden = (llm + d) // 2
+    rows = n + 2 * batch  # all users, the batch's positives and negatives (2B < I)
+    projections = 2 * rows * (2 * llm * hidden + 3 * hidden * d)
+    similarities = 3 * 2 * d * (batch * n + 2 * batch * batch)  # forward + two gradients each
+    expected = projections + similarities
+    assert 0.95 * expected <= work["step_flops"] <= 1.3 * expected
+    assert work["epoch_flops"] == pytest.approx(work["step_flops"] * fns.n_batches)
+    assert work["epoch_state_flops"] == 0.0 and work["step_seconds"] > 0
+
+
+def test_scaling_dataset_and_table(tmp_path):
+    data = benchmark.scaling_dataset(20_000)
+    nnz = data.train.users.shape[0]
+    assert 9_000 < nnz <= 10_000 and data.n_users == data.n_items == 10_000 // 15
+    pairs = zip(data.train.users.tolist(), data.train.items.tolist(), strict=True)
+    assert len(set(pairs)) == nnz
+    # One tiny size end to end in this process (the table's bookkeeping, not its timings).
+    args = benchmark.parse_args(["--epochs", "1", "--evals", "1", "--out", str(tmp_path)])
+    row = benchmark.run_scaling(args, 4_000)
+    assert row["edges"] == 2 * row["interactions"] and row["steps_per_epoch"] == 1
+    assert not row["epoch_projected"] and row["step_seconds"] > 0
+    assert row["step_bytes_floor"] == benchmark.step_bytes_floor(
+        row["edges"], 2 * row["users"], 32, 3
+    )
+    table = benchmark._scaling_table([row], args)
+    cells = [line for line in table.splitlines() if line.startswith("| ")][-1].split("|")
+    assert cells[1].strip() == f"{row['edges']:,}"
+    floor_seconds = row["step_bytes_floor"] / (row["bandwidth_gbs"] * 1e9)
+    assert float(cells[11]) == pytest.approx(row["step_seconds"] / floor_seconds, abs=0.051)

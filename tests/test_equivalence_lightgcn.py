@@ -68,7 +68,7 @@ def _batch(data, size, seed):
     )
 
 
-@pytest.mark.parametrize("spmm_impl", ["segment_sum", "blocked", "native"])
+@pytest.mark.parametrize("spmm_impl", ["segment_sum", "transposed", "blocked", "native"])
 @pytest.mark.parametrize("layer_num,keep_rate", [(3, 0.8), (2, 1.0), (0, 0.8)])
 def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, spmm_impl):
     """Every execution of the graph products (see model.spmm_impl) gives the reference's numbers."""

@@ -89,7 +89,7 @@ def _planned_product(static, indptr, senders, receivers, w, x):
     outs = []
     bounds = zip(edge_bounds[:-1], edge_bounds[1:], node_bounds[:-1], node_bounds[1:], strict=True)
     for e0, e1, n0, n1 in bounds:
-        messages = w[e0:e1, None] * x[senders[e0:e1]]
+        messages = constrain(w[e0:e1, None] * x[senders[e0:e1]], DATA, None)
         outs.append(
             jax.ops.segment_sum(
                 messages, receivers[e0:e1] - n0, num_segments=n1 - n0, indices_are_sorted=True

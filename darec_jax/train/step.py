@@ -65,7 +65,7 @@ def resolve_spmm_impl(cfg: Config, devices: int = 1) -> str:
     ``devices`` (several devices shard one segment sum over the edges)."""
     impl = cfg.model.spmm_impl
     on_cpu = jax.default_backend() == "cpu"
-    if devices > 1 and impl in ("native", "blocked"):
+    if devices > 1 and impl in ("native", "blocked"):  # "transposed" shards like segment_sum
         raise ConfigError(
             f"model.spmm_impl={impl} runs on one device; with a {devices}-device mesh use auto "
             "or segment_sum"
@@ -95,6 +95,8 @@ def make_train_arrays(
     plan = None
     if spmm_impl in ("blocked", "native"):
         plan = make_block_plan(graph, block_edges, native=spmm_impl == "native")
+    elif spmm_impl == "transposed":  # one block: a sorted segment sum, transposed-graph VJP
+        plan = make_block_plan(graph, max(1, int(graph.senders.shape[0])))
     users, items = unique_pairs(data.train.users, data.train.items, data.n_items)
     indptr, indices, search_steps = csr_from_pairs(data.n_users, users, items)
     arrays = TrainArrays(
