@@ -119,20 +119,12 @@ def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
     import jax
 
     from darec_jax import config as config_lib
-    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.eval import evaluate_embeddings, prepare_split
 
     data = _load(args) if data is None else data
     cfg = config_lib.build_config(args.dataset, backbone, "none")
     fns, arrays, state, epoch = _jax_trainer(cfg, data)
-    task = prepare_ranking(
-        data.n_users,
-        data.n_items,
-        data.train.users,
-        data.train.items,
-        data.val.users,
-        data.val.items,
-        cfg.eval.user_chunk,
-    )
+    task = prepare_split(data, "val", cfg.eval.user_chunk)
 
     def evaluate():
         fu, fi = fns.jit_eval_embeddings(state["p"], arrays)
@@ -601,7 +593,7 @@ def run_scaling(args, n_edges: int) -> dict:
     import jax
 
     from darec_jax import config as config_lib
-    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.eval import evaluate_embeddings, prepare_split
     from darec_jax.train.step import epoch_key, make_step_functions
 
     t0 = time.perf_counter()
@@ -626,15 +618,7 @@ def run_scaling(args, n_edges: int) -> dict:
     first = _time_repeats(part, 1)[0]
     parts = _time_repeats(part, args.epochs)
     per_step = statistics.median(parts) / timed_steps
-    task = prepare_ranking(
-        data.n_users,
-        data.n_items,
-        data.train.users,
-        data.train.items,
-        data.val.users,
-        data.val.items,
-        cfg.eval.user_chunk,
-    )
+    task = prepare_split(data, "val", cfg.eval.user_chunk)
 
     def evaluate():
         fu, fi = fns.jit_eval_embeddings(state["p"], arrays)

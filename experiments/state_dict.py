@@ -45,27 +45,19 @@ def evaluate_state_dict(
     cfg, path: str | Path, split: str = "test", reference: bool = False
 ) -> dict[str, dict[str, float]]:
     """Metrics of a reference-format state_dict on ``split``: {"jax": …} (and "reference")."""
-    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.eval import evaluate_embeddings, prepare_split
     from darec_jax.interop import from_state_dict, load_state_dict
 
     state_dict = load_state_dict(path)
     data, fns, arrays, template, _ = _params_and_data(cfg)
     params = from_state_dict(cfg, state_dict, template)
-    target = data.test if split == "test" else data.val
-    task = prepare_ranking(
-        data.n_users,
-        data.n_items,
-        data.train.users,
-        data.train.items,
-        target.users,
-        target.items,
-        cfg.eval.user_chunk,
-    )
+    split = "test" if split == "test" else "val"
+    task = prepare_split(data, split, cfg.eval.user_chunk)
     fu, fi = fns.jit_scoring_embeddings(params, arrays)
     ks = tuple(cfg.eval.ks)
     out = {"jax": evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)}
     if reference:
-        out["reference"] = _reference_metrics(cfg, data, state_dict, target, ks)
+        out["reference"] = _reference_metrics(cfg, data, state_dict, getattr(data, split), ks)
     return out
 
 

@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from darec_jax import config as config_lib  # noqa: E402
-from darec_jax.eval.ranking import _evaluate_sums, evaluate_embeddings, prepare_ranking  # noqa: E402
+from darec_jax.eval.ranking import _evaluate_sums, evaluate_embeddings, prepare_split  # noqa: E402
 from darec_jax.parallel import make_mesh  # noqa: E402
 from darec_jax.train.step import epoch_key, make_step_functions  # noqa: E402
 
@@ -73,15 +73,7 @@ def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
         out["user_table_shards_after"] = np.asarray(after)
         for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
             out["param" + jax.tree_util.keystr(path)] = np.asarray(leaf)
-        task = prepare_ranking(
-            data.n_users,
-            data.n_items,
-            data.train.users,
-            data.train.items,
-            data.val.users,
-            data.val.items,
-            cfg.eval.user_chunk,
-        )
+        task = prepare_split(data, "val", cfg.eval.user_chunk)
         metrics = evaluate_embeddings(*fns.jit_scoring_embeddings(params, arrays), task)
         metrics = evaluate_embeddings(*fns.jit_scoring_embeddings(params, arrays), task)
         for name, value in metrics.items():

@@ -45,6 +45,9 @@ def main(workdir: str, port: int, num_processes: int, process_id: int) -> None:
             "train.test_step": 2,
             "train.seed": 3,
             "eval.user_chunk": 64,
+            # Across the two processes: a 2 x 2 mesh whose model axis splits the user and item
+            # tables by rows (so each process holds half of each table, and checkpoints save it).
+            **({"mesh.model": 2} if num_processes > 1 else {}),
         },
     )
     data = random_dataset(n_users=256, n_items=192, per_user=8)

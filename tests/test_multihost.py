@@ -1,8 +1,9 @@
 """Two processes over loopback (jax.distributed, CPU backend with Gloo collectives) train as one
 process does: the same losses, validation metrics, best epoch and test metrics.
 
-Each process holds two fake CPU devices, so the two-process run trains on a 4-device mesh; the
-single-process run uses one device. Both go through the trainer (checkpoints included).
+Each process holds two fake CPU devices, so the two-process run trains on a 2 × 2 mesh (data ×
+model: the tables split by rows across the processes); the single-process run uses one device.
+Both go through the trainer (checkpoints included).
 """
 
 from __future__ import annotations

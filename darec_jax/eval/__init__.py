@@ -7,6 +7,7 @@ from darec_jax.eval.ranking import (
     metrics_from_scores,
     metrics_from_topk_hits,
     prepare_ranking,
+    prepare_split,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "metrics_from_scores",
     "metrics_from_topk_hits",
     "prepare_ranking",
+    "prepare_split",
 ]

@@ -126,6 +126,23 @@ def prepare_ranking(
     )
 
 
+def prepare_split(data, split: str = "val", chunk: int = 1024) -> RankingTask:
+    """:func:`prepare_ranking` of a dataset's ``"val"`` or ``"test"`` split, masking its
+    training interactions (``data``: a :class:`darec_jax.data.InteractionData`)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split must be 'val' or 'test', got {split!r}")
+    target = getattr(data, split)
+    return prepare_ranking(
+        data.n_users,
+        data.n_items,
+        data.train.users,
+        data.train.items,
+        target.users,
+        target.items,
+        chunk,
+    )
+
+
 def metrics_from_topk_hits(
     hits: jax.Array, gt_count: jax.Array, ks: tuple[int, ...], recall_denominator: str = "gt"
 ) -> dict[str, jax.Array]:

@@ -290,7 +290,7 @@ def compare_training(
     import jax
     import jax.numpy as jnp
 
-    from darec_jax.eval import evaluate_embeddings, prepare_ranking
+    from darec_jax.eval import evaluate_embeddings, prepare_split
     from darec_jax.interop import from_state_dict, to_state_dict
     from darec_jax.train.step import Batch
 
@@ -363,15 +363,7 @@ def compare_training(
         if resync and step < steps:  # the metrics below compare the last step's own results
             sides.resync()
 
-    task = prepare_ranking(
-        data.n_users,
-        data.n_items,
-        data.train.users,
-        data.train.items,
-        data.val.users,
-        data.val.items,
-        cfg.eval.user_chunk,
-    )
+    task = prepare_split(data, "val", cfg.eval.user_chunk)
     su, si = sides.fns.jit_scoring_embeddings(sides.params, sides.arrays)
     ks = tuple(cfg.eval.ks)
     ours_metrics = evaluate_embeddings(su, si, task, ks, cfg.eval.recall_denominator)

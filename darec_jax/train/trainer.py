@@ -29,7 +29,7 @@ from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.data.registry import load_dataset
 from darec_jax.errors import ConfigError, DarecError
-from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_ranking
+from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_split
 from darec_jax.parallel import make_mesh
 from darec_jax.train.checkpoint import CheckpointSlot
 from darec_jax.train.step import all_finite, epoch_key, make_step_functions
@@ -289,14 +289,8 @@ def _train_and_evaluate(
             f"{jax.process_count()} process(es)"
         )
     ks = tuple(cfg.eval.ks)
-    chunk = cfg.eval.user_chunk
-    train_u, train_i = data.train.users, data.train.items
-    val_task = prepare_ranking(
-        data.n_users, data.n_items, train_u, train_i, data.val.users, data.val.items, chunk
-    )
-    test_task = prepare_ranking(
-        data.n_users, data.n_items, train_u, train_i, data.test.users, data.test.items, chunk
-    )
+    val_task = prepare_split(data, "val", cfg.eval.user_chunk)
+    test_task = prepare_split(data, "test", cfg.eval.user_chunk)
 
     def evaluate(p, task: RankingTask) -> dict[str, float]:
         fu, fi = fns.jit_scoring_embeddings(p, arrays)
