@@ -132,18 +132,18 @@ def place(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(put, tree, shardings)
 
 
-def describe_placement(tree: Any, shardings: Any) -> list[str]:
-    """One line per leaf that is split (or large and replicated): name, shape, placement."""
+def describe_placement(tree: Any) -> list[str]:
+    """One line per 2-D array of ``tree`` (placed global arrays): its path, shape, and whether
+    its rows are split over the model axis or it is replicated."""
     lines = []
-    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    flat_sh = jax.tree.leaves(shardings)
-    for (path, leaf), sharding in zip(flat, flat_sh, strict=True):
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         shape = tuple(getattr(leaf, "shape", ()))
         if len(shape) != 2:
             continue
-        name = jax.tree_util.keystr(path)
-        split = sharding.spec != P()
-        lines.append(f"{name} {shape}: {'rows split over model' if split else 'replicated'}")
+        spec = getattr(getattr(leaf, "sharding", None), "spec", P())
+        split = len(spec) > 0 and spec[0] == MODEL
+        where = "rows split over model" if split else "replicated"
+        lines.append(f"{jax.tree_util.keystr(path)} {shape}: {where}")
     return lines
 
 

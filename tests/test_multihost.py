@@ -93,5 +93,10 @@ def test_every_process_follows_the_loop(runs):
     marks = ("[epoch", "[best")
     logged = [[line for line in out.splitlines() if line.startswith(marks)] for out in outputs]
     assert logged[0] == logged[1] and len(logged[0]) == 4  # epochs 0, 2, 4 and the test
+    # The start-up line names the mesh and where each table lives.
+    mesh_line = [line for line in outputs[0].splitlines() if line.startswith("mesh ")]
+    assert len(mesh_line) == 1 and "4 device(s), 2 process(es)" in mesh_line[0]
+    for table in ("['user_emb'] (256, 16)", "['item_emb'] (192, 16)"):
+        assert f"{table}: rows split over model" in mesh_line[0]
     assert sorted(p.name for p in (multi / "checkpoints").iterdir()) == ["best", "latest"]
     assert not list(multi.glob(".write_test*"))

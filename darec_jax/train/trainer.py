@@ -30,7 +30,7 @@ from darec_jax.data.dataset import InteractionData
 from darec_jax.data.registry import load_dataset
 from darec_jax.errors import ConfigError, DarecError
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_split
-from darec_jax.parallel import make_mesh
+from darec_jax.parallel import describe_placement, make_mesh
 from darec_jax.train.checkpoint import CheckpointSlot
 from darec_jax.train.step import all_finite, epoch_key, make_step_functions
 
@@ -286,7 +286,8 @@ def _train_and_evaluate(
     if mesh is not None:
         log(
             f"mesh {dict(mesh.shape)} over {jax.device_count()} device(s), "
-            f"{jax.process_count()} process(es)"
+            f"{jax.process_count()} process(es); "
+            + "; ".join(describe_placement({"params": params, "data": arrays}))
         )
     ks = tuple(cfg.eval.ks)
     val_task = prepare_split(data, "val", cfg.eval.user_chunk)
