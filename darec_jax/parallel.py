@@ -98,7 +98,7 @@ def constrain(x: jax.Array, *spec: Any) -> jax.Array:
         size = mesh.shape.get(axis, 1) if axis is not None else 1
         axes.append(axis if axis is not None and 1 < size <= x.shape[dim] else None)
     if all(a is None for a in axes):
-        axes = []
+        return x  # nothing to split: leave the placement to XLA rather than force replication
     return jax.lax.with_sharding_constraint(x, P(*axes))
 
 

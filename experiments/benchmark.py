@@ -285,7 +285,7 @@ def alignment_work(fns, arrays, params, repeats: int = 5) -> dict:
     seconds = statistics.median(
         _time_repeats(lambda: jax.block_until_ready(step(params["method"], fu, fi)), repeats)
     )
-    state_fn = jax.jit(fns.method_epoch_state)
+    state_fn = fns.jit_method_epoch_state
     state_flops = _flops(state_fn.lower(params, arrays, key).compile()) if state else 0.0
     return {
         "step_flops": step_flops,

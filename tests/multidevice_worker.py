@@ -14,6 +14,7 @@ placement of the tables, and how many times each jitted function compiled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -56,8 +57,7 @@ def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
     cfg = _config(method, layout)
     shape = LAYOUTS[layout]
     mesh = None if shape is None else make_mesh(*shape)
-    context = jax.set_mesh(mesh) if mesh is not None else _null()
-    with context:
+    with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
         fns, arrays, params, opt_state = make_step_functions(cfg, data, mesh)
         out: dict[str, np.ndarray] = {}
         out["user_table_shards"] = np.asarray(_distinct_shards(params["backbone"]["user_emb"]))
@@ -90,14 +90,6 @@ def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
 def _distinct_shards(x: jax.Array) -> int:
     """How many different row blocks of ``x`` the devices hold (1 = replicated)."""
     return len({str(s.index) for s in x.addressable_shards})
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def main(path: str) -> None:

@@ -118,50 +118,6 @@ int64_t ThreadCount(int64_t work) {
   return work < (int64_t{1} << 20) ? 1 : n;
 }
 
-void TopKRows(const float* scores, int32_t* out, int64_t n_cols, int64_t k, int64_t row_begin,
-              int64_t row_end) {
-  std::vector<float> vals(k);
-  std::vector<int32_t> idx(k);
-  for (int64_t b = row_begin; b < row_end; ++b) {
-    const float* row = scores + b * n_cols;
-    int64_t count = 0;
-    // vals[0..count) sorted descending; a new value enters if strictly greater than the last.
-    for (int64_t j = 0; j < n_cols; ++j) {
-      float v = row[j];
-      if (v != v) v = -std::numeric_limits<float>::infinity();  // NaN ranks last
-      if (count == k && !(v > vals[k - 1])) continue;
-      int64_t pos = count < k ? count++ : k - 1;
-      while (pos > 0 && vals[pos - 1] < v) {
-        vals[pos] = vals[pos - 1];
-        idx[pos] = idx[pos - 1];
-        --pos;
-      }
-      vals[pos] = v;
-      idx[pos] = static_cast<int32_t>(j);
-    }
-    for (int64_t j = 0; j < k; ++j) out[b * k + j] = j < count ? idx[j] : 0;
-  }
-}
-
-ffi::Error RowTopKImpl(ffi::Buffer<ffi::F32> scores, ffi::ResultBuffer<ffi::S32> out) {
-  auto dims = scores.dimensions();
-  if (dims.size() != 2) return ffi::Error::InvalidArgument("scores must be 2-D [B, n]");
-  const int64_t n_rows = dims[0], n_cols = dims[1];
-  const int64_t k = out->dimensions()[1];
-  if (k < 1 || k > n_cols) return ffi::Error::InvalidArgument("need 1 <= k <= n");
-  const float* ss = scores.typed_data();
-  int32_t* oo = out->typed_data();
-  const int64_t n_threads = std::min<int64_t>(ThreadCount(n_rows * n_cols), n_rows);
-  std::vector<std::thread> workers;
-  for (int64_t t = 1; t < n_threads; ++t) {
-    workers.emplace_back(TopKRows, ss, oo, n_cols, k, n_rows * t / n_threads,
-                         n_rows * (t + 1) / n_threads);
-  }
-  TopKRows(ss, oo, n_cols, k, 0, n_rows / std::max<int64_t>(n_threads, 1));
-  for (auto& worker : workers) worker.join();
-  return ffi::Error::Success();
-}
-
 constexpr int kGroup = 8;   // rows scored together (they share each item vector load)
 constexpr int kTile = 16;   // items per register tile: 2 vectors of 8
 constexpr float kMaskScore = -1e8f;
@@ -180,7 +136,7 @@ inline void Offer(float v, int32_t j, int64_t k, int64_t* count, float* vals, in
   idx[pos] = j;
 }
 
-// Row b's k best columns of scores[0, n) into out[0, k) (the TopKRows rule: ties to the lower
+// A row's k best columns of scores[0, n) into out[0, k), best first (ties to the lower
 // index, NaN last). Once k entries are held, 8 columns at a time are skipped unless one of them
 // beats the k-th best (a NaN never does).
 void TopKOfRow(const float* row, int64_t n_cols, int64_t k, float* vals, int32_t* idx,
@@ -209,6 +165,35 @@ void TopKOfRow(const float* row, int64_t n_cols, int64_t k, float* vals, int32_t
     if (v > vals[k - 1]) Offer(v, static_cast<int32_t>(j), k, &count, vals, idx);
   }
   for (int64_t q = 0; q < k; ++q) out[q] = q < count ? idx[q] : 0;
+}
+
+// Rows [row_begin, row_end) of a score matrix [*, n_cols]: each row's top k.
+void TopKRows(const float* scores, int32_t* out, int64_t n_cols, int64_t k, int64_t row_begin,
+              int64_t row_end) {
+  std::vector<float> vals(k);
+  std::vector<int32_t> idx(k);
+  for (int64_t b = row_begin; b < row_end; ++b) {
+    TopKOfRow(scores + b * n_cols, n_cols, k, vals.data(), idx.data(), out + b * k);
+  }
+}
+
+ffi::Error RowTopKImpl(ffi::Buffer<ffi::F32> scores, ffi::ResultBuffer<ffi::S32> out) {
+  auto dims = scores.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("scores must be 2-D [B, n]");
+  const int64_t n_rows = dims[0], n_cols = dims[1];
+  const int64_t k = out->dimensions()[1];
+  if (k < 1 || k > n_cols) return ffi::Error::InvalidArgument("need 1 <= k <= n");
+  const float* ss = scores.typed_data();
+  int32_t* oo = out->typed_data();
+  const int64_t n_threads = std::min<int64_t>(ThreadCount(n_rows * n_cols), n_rows);
+  std::vector<std::thread> workers;
+  for (int64_t t = 1; t < n_threads; ++t) {
+    workers.emplace_back(TopKRows, ss, oo, n_cols, k, n_rows * t / n_threads,
+                         n_rows * (t + 1) / n_threads);
+  }
+  TopKRows(ss, oo, n_cols, k, 0, n_rows / std::max<int64_t>(n_threads, 1));
+  for (auto& worker : workers) worker.join();
+  return ffi::Error::Success();
 }
 
 // Rows [row_begin, row_end): scores against the item tiles (tiles [T][d][16], zero-padded past

@@ -10,6 +10,7 @@ PROTOCOL.md §2–4. A run's work directory holds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -235,11 +236,7 @@ def train_and_evaluate(
     """
     config_lib.validate(cfg)
     mesh = run_mesh(cfg)
-    if mesh is None:
-        return _train_and_evaluate(
-            cfg, workdir, resume, data, progress, log, max_epochs_this_process, plots, None
-        )
-    with jax.set_mesh(mesh):
+    with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
         return _train_and_evaluate(
             cfg, workdir, resume, data, progress, log, max_epochs_this_process, plots, mesh
         )
