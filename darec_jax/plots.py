@@ -19,6 +19,14 @@ import numpy as np
 
 __all__ = ["darec_maps", "pca_2d", "run_plots", "training_curves"]
 
+# DaRec's heads (its parameter names) -> the maps' titles.
+_SPACE_NAMES = {
+    "cf_specific": "CF-specific",
+    "cf_shared": "CF-shared",
+    "llm_specific": "LLM-specific",
+    "llm_shared": "LLM-shared",
+}
+
 
 def _pyplot():
     try:
@@ -74,40 +82,32 @@ def pca_2d(x: np.ndarray) -> np.ndarray:
 def darec_spaces(fns, params, arrays, key) -> dict:
     """{"user" | "item": (the four spaces {name: [n, h]}, cluster ids [n])} of a DaRec model.
 
-    The clusters are spherical k-means (DaRec's K, k-means++ from ``key``) on the normalised
-    shared views [Ê^C_sh ‖ Ê^L_sh], as the joint local alignment uses them.
+    The spaces are :meth:`~darec_jax.methods.Darec.spaces` of the clean forward; the clusters
+    :meth:`~darec_jax.methods.Darec.joint_clusters` (spherical k-means, DaRec's K, k-means++
+    from ``key``, on the normalised shared views [Ê^C_sh ‖ Ê^L_sh]), as the joint local
+    alignment uses them.
     """
     import jax
 
-    from darec_jax.losses.alignment import leaky_mlp, normalize_eps
-    from darec_jax.losses.darec import spherical_kmeans
-
     method = fns.method
-    p = params["method"]
     fu, fi = fns.eval_embeddings(params, arrays)
-    out = {}
+    spaces = method.spaces(params["method"], fu, fi, (arrays.user_llm, arrays.item_llm))
     keys = dict(zip(("user", "item"), jax.random.split(key), strict=True))
-    for side, cf, llm in (("user", fu, arrays.user_llm), ("item", fi, arrays.item_llm)):
-        spaces = {
-            "CF-specific": leaky_mlp(p["cf_specific"], cf),
-            "CF-shared": leaky_mlp(p["cf_shared"], cf),
-            "LLM-specific": leaky_mlp(p["llm_specific"], llm),
-            "LLM-shared": leaky_mlp(p["llm_shared"], llm),
-        }
-        joint = jax.numpy.concatenate(
-            [normalize_eps(spaces["CF-shared"]), normalize_eps(spaces["LLM-shared"])], axis=1
-        )
-        assign, _ = spherical_kmeans(keys[side], joint, method.num_clusters, method.kmeans_iters)
-        out[side] = ({k: np.asarray(v) for k, v in spaces.items()}, np.asarray(assign))
+    out = {}
+    for side, views in spaces.items():
+        assign = method.joint_clusters(views["cf_shared"], views["llm_shared"], keys[side])
+        named = {_SPACE_NAMES[head]: np.asarray(x) for head, x in views.items()}
+        out[side] = (named, np.asarray(assign))
     return out
 
 
 def darec_maps(fns, params, arrays, out: str | Path, seed: int = 0, max_points: int = 4000):
     """2 × 4 PCA maps (users, items × the four spaces), coloured by preference cluster."""
-    import jax
+    from darec_jax.train.step import key_streams
 
     plt = _pyplot()
-    spaces = darec_spaces(fns, params, arrays, jax.random.key(seed))
+    # The run's evaluation stream: the maps never share a key with training or initialisation.
+    spaces = darec_spaces(fns, params, arrays, key_streams(seed)["eval"])
     rng = np.random.default_rng(seed)
     fig, axes = plt.subplots(2, 4, figsize=(14, 7))
     for row, side in enumerate(("user", "item")):

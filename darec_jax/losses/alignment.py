@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from darec_jax.nn import LeakyMLP, Params
+
 
 def normalize_eps(x: jax.Array) -> jax.Array:
     """Rows divided by sqrt(1e-8 + ‖x‖²)."""
@@ -59,15 +61,6 @@ def ssl_con_loss(x: jax.Array, y: jax.Array, temperature: float) -> jax.Array:
     positive = jnp.exp(jnp.sum(xn * yn, axis=-1) / temperature)
     total = jnp.sum(jnp.exp(xn @ yn.T / temperature), axis=-1)
     return -jnp.mean(jnp.log(positive / (total + 1e-8) + 1e-8))
-
-
-def leaky_mlp(params: dict[str, jax.Array], x: jax.Array) -> jax.Array:
-    """y = LeakyReLU_0.01(x W1ᵀ + b1) W2ᵀ + b2, weights in torch's [out, in] layout.
-
-    params: ``w1`` [h, in], ``b1`` [h], ``w2`` [out, h], ``b2`` [out].
-    """
-    hidden = jax.nn.leaky_relu(x @ params["w1"].T + params["b1"], negative_slope=0.01)
-    return hidden @ params["w2"].T + params["b2"]
 
 
 def rlmrec_con_kd(
@@ -146,13 +139,14 @@ def rlmrec_gen_recon(
     final_all: jax.Array,
     semantic_all: jax.Array,
     seeds: jax.Array,
-    mlp_params: dict[str, jax.Array],
+    mlp_params: Params,
     recon_weight: float,
     temperature: float,
 ) -> jax.Array:
     """RLMRec-Gen's reconstruction (§3.2): recon_weight · ssl_con(MLP(F[S]), S_sem[S], τ).
 
-    final_all [N, d] and semantic_all [N, d_L] are indexed by global node ids (users first).
+    final_all [N, d] and semantic_all [N, d_L] are indexed by global node ids (users first);
+    mlp_params: MLP_gen's parameters (:class:`~darec_jax.nn.LeakyMLP`, d -> d_L).
     """
-    predicted = leaky_mlp(mlp_params, final_all[seeds])
+    predicted = LeakyMLP.from_params(mlp_params)(final_all[seeds])
     return recon_weight * ssl_con_loss(predicted, semantic_all[seeds], temperature)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from darec_jax.losses.alignment import leaky_mlp, normalize_eps
+from darec_jax.losses.alignment import normalize_eps
 from darec_jax.losses.darec import (
     global_alignment,
     local_alignment,
@@ -35,10 +36,36 @@ from darec_jax.losses.darec import (
     spherical_kmeans_from,
     uniformity,
 )
-from darec_jax.methods.base import Method
-from darec_jax.methods.rlmrec import init_mlp
+from darec_jax.methods.base import Method, Params
+from darec_jax.nn import LeakyMLP
 
 HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
+
+
+class DarecHeads(nnx.Module):
+    """DaRec's four heads (:class:`~darec_jax.nn.LeakyMLP`), named as :data:`HEADS`:
+
+        E^C_sp = cf_specific(E^C),   E^C_sh = cf_shared(E^C)     CF rows [n, d] -> [n, h]
+        E^L_sp = llm_specific(E^L),  E^L_sh = llm_shared(E^L)    LLM rows [n, d_L] -> [n, h]
+
+    widths d -> d -> h (CF) and d_L -> (d_L + h) // 2 -> h (LLM).
+    """
+
+    def __init__(self, cf_dim: int, llm_dim: int, head_dim: int, *, rngs: nnx.Rngs):
+        llm_hidden = (llm_dim + head_dim) // 2
+        self.cf_specific = LeakyMLP(cf_dim, cf_dim, head_dim, rngs=rngs)
+        self.cf_shared = LeakyMLP(cf_dim, cf_dim, head_dim, rngs=rngs)
+        self.llm_specific = LeakyMLP(llm_dim, llm_hidden, head_dim, rngs=rngs)
+        self.llm_shared = LeakyMLP(llm_dim, llm_hidden, head_dim, rngs=rngs)
+
+    def __call__(self, cf: jax.Array, llm: jax.Array) -> dict[str, jax.Array]:
+        """The four spaces {head: [n, h]} of the same n rows' CF [n, d] and LLM [n, d_L]."""
+        return {
+            "cf_specific": self.cf_specific(cf),
+            "cf_shared": self.cf_shared(cf),
+            "llm_specific": self.llm_specific(llm),
+            "llm_shared": self.llm_shared(llm),
+        }
 
 
 @dataclass(frozen=True)
@@ -59,15 +86,21 @@ class Darec(Method):
     recluster_every: int = 1
     term_names: tuple[str, ...] = field(default=("orth", "unif", "global", "local"))
 
-    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
-        h = self.head_dim or cf_dim
-        keys = jax.random.split(key, 4)
-        return {
-            "cf_specific": init_mlp(keys[0], cf_dim, cf_dim, h),
-            "cf_shared": init_mlp(keys[1], cf_dim, cf_dim, h),
-            "llm_specific": init_mlp(keys[2], llm_dim, (llm_dim + h) // 2, h),
-            "llm_shared": init_mlp(keys[3], llm_dim, (llm_dim + h) // 2, h),
-        }
+    def make_module(self, cf_dim, llm_dim, ego_dim, *, rngs) -> DarecHeads:
+        return DarecHeads(cf_dim, llm_dim, self.head_dim or cf_dim, rngs=rngs)
+
+    def spaces(
+        self,
+        params: Params,
+        user_final: jax.Array,
+        item_final: jax.Array,
+        llm: tuple[jax.Array, jax.Array],
+    ) -> dict[str, dict[str, jax.Array]]:
+        """{"user" | "item": {head: [n, h]}}: the four spaces of every user (n = U) and item
+        (n = I), from the final embeddings [U, d], [I, d] and the LLM embeddings [U, d_L],
+        [I, d_L]."""
+        heads = self.module(params)
+        return {"user": heads(user_final, llm[0]), "item": heads(item_final, llm[1])}
 
     # ----------------------------------------------------------------- clustering (per epoch)
 
@@ -82,44 +115,50 @@ class Darec(Method):
         """
         if self.lambda_lo == 0:
             return {}
-        params = jax.lax.stop_gradient(params)
+        heads = self.module(jax.lax.stop_gradient(params))
         views = {
-            "user": (
-                self._view_rows(params, "cf_shared", user_final),
-                self._view_rows(params, "llm_shared", llm[0]),
-            ),
-            "item": (
-                self._view_rows(params, "cf_shared", item_final),
-                self._view_rows(params, "llm_shared", llm[1]),
-            ),
+            "user": (heads.cf_shared(user_final), heads.llm_shared(llm[0])),
+            "item": (heads.cf_shared(item_final), heads.llm_shared(llm[1])),
         }
         if key is None:  # injected starting centres: no randomness needed
             keys = {"user": None, "item": None}
         else:
             keys = dict(zip(("user", "item"), jax.random.split(key), strict=True))
+
+        def init(name):
+            return None if inits is None else inits[name]
+
         out = {}
-        for side, (cf_rows, llm_rows) in views.items():
+        for side, (cf_shared, llm_shared) in views.items():
             if self.local_assign == "joint":
-                rows = jnp.concatenate([cf_rows, llm_rows], axis=1)
-                out[f"{side}_assign"] = self._kmeans(rows, keys[side], inits, side)
+                assign = self.joint_clusters(cf_shared, llm_shared, keys[side], init(side))
+                out[f"{side}_assign"] = assign
                 continue
             k_cf, k_llm = (None, None) if key is None else jax.random.split(keys[side])
-            a_cf, c_cf = self._kmeans(cf_rows, k_cf, inits, f"{side}_cf", centres=True)
-            a_llm, c_llm = self._kmeans(llm_rows, k_llm, inits, f"{side}_llm", centres=True)
+            a_cf, c_cf = self._kmeans(normalize_eps(cf_shared), k_cf, init(f"{side}_cf"))
+            a_llm, c_llm = self._kmeans(normalize_eps(llm_shared), k_llm, init(f"{side}_llm"))
             out[f"{side}_assign"] = a_cf
             out[f"{side}_assign_llm"] = match_clusters(c_cf, c_llm)[a_llm]
         return out
 
-    @staticmethod
-    def _view_rows(params, head, x):
-        return normalize_eps(leaky_mlp(params[head], x))
+    def joint_clusters(
+        self,
+        cf_shared: jax.Array,
+        llm_shared: jax.Array,
+        key: jax.Array | None,
+        init: jax.Array | None = None,
+    ) -> jax.Array:
+        """Preference clusters [n] of n rows from their shared views E^C_sh, E^L_sh [n, h]:
+        spherical k-means on [Ẽ^C_sh ‖ Ẽ^L_sh] [n, 2h], K = ``num_clusters`` centres seeded by
+        k-means++ from ``key``, or starting at the rows ``init`` [K]."""
+        rows = jnp.concatenate([normalize_eps(cf_shared), normalize_eps(llm_shared)], axis=1)
+        return self._kmeans(rows, key, init)[0]
 
-    def _kmeans(self, rows, key, inits, name, centres=False):
-        if inits is not None:
-            assign, cen = spherical_kmeans_from(rows, inits[name], self.kmeans_iters)
-        else:
-            assign, cen = spherical_kmeans(key, rows, self.num_clusters, self.kmeans_iters)
-        return (assign, cen) if centres else assign
+    def _kmeans(self, rows, key, init):
+        """(assignments [n], centres [K, w]) of spherical k-means on ``rows`` [n, w]."""
+        if init is not None:
+            return spherical_kmeans_from(rows, init, self.kmeans_iters)
+        return spherical_kmeans(key, rows, self.num_clusters, self.kmeans_iters)
 
     # ----------------------------------------------------------------- scoring
 
@@ -127,10 +166,8 @@ class Darec(Method):
         """``score_on=disentangled``: [E^C_sp ‖ E^C_sh] scores a pair (BPR and ranking)."""
         if self.score_on == "backbone":
             return rows
-        return jnp.concatenate(
-            [leaky_mlp(params["cf_specific"], rows), leaky_mlp(params["cf_shared"], rows)],
-            axis=-1,
-        )
+        heads = self.module(params)
+        return jnp.concatenate([heads.cf_specific(rows), heads.cf_shared(rows)], axis=-1)
 
     # ----------------------------------------------------------------- per step
 
@@ -159,14 +196,14 @@ class Darec(Method):
             "item_subset": real_rows_first(ki, jnp.concatenate([valid, valid]), mi),
         }
 
-    def _set_terms(self, params, cf_rows, llm_rows, assign, mask, subset, assign_llm=None):
+    def _set_terms(self, heads, cf_rows, llm_rows, assign, mask, subset, assign_llm=None):
         out = {}
         need_sp = self.lambda_or != 0 or self.lambda_un != 0
         need_sh = self.lambda_or != 0 or self.lambda_gl != 0 or self.lambda_lo != 0
-        sp_c = leaky_mlp(params["cf_specific"], cf_rows) if need_sp else None
-        sp_l = leaky_mlp(params["llm_specific"], llm_rows) if need_sp else None
-        sh_c = leaky_mlp(params["cf_shared"], cf_rows) if need_sh else None
-        sh_l = leaky_mlp(params["llm_shared"], llm_rows) if need_sh else None
+        sp_c = heads.cf_specific(cf_rows) if need_sp else None
+        sp_l = heads.llm_specific(llm_rows) if need_sp else None
+        sh_c = heads.cf_shared(cf_rows) if need_sh else None
+        sh_l = heads.llm_shared(llm_rows) if need_sh else None
         if self.lambda_or != 0:
             out["orth"] = orthogonality(sp_l, sh_l, mask) + orthogonality(sp_c, sh_c, mask)
         sub_mask = mask[subset]
@@ -190,8 +227,9 @@ class Darec(Method):
             a = draws.get(name)
             return None if a is None else a[ids]
 
+        heads = self.module(params)
         user = self._set_terms(
-            params,
+            heads,
             user_final[batch.users],
             llm[0][batch.users],
             rows_of("user_assign", batch.users),
@@ -200,7 +238,7 @@ class Darec(Method):
             rows_of("user_assign_llm", batch.users),
         )
         item = self._set_terms(
-            params,
+            heads,
             item_final[items],
             llm[1][items],
             rows_of("item_assign", items),

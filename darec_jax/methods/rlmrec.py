@@ -6,31 +6,29 @@ from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from darec_jax.losses.alignment import (
-    leaky_mlp,
-    node_mask,
-    rlmrec_con_kd_rows,
-    rlmrec_gen_recon,
-)
-from darec_jax.methods.base import Method, Params
-from darec_jax.models.lightgcn import xavier_uniform
+from darec_jax.losses.alignment import node_mask, rlmrec_con_kd_rows, rlmrec_gen_recon
+from darec_jax.methods.base import Method
+from darec_jax.nn import LeakyMLP
 
 
-def init_mlp(key: jax.Array, in_dim: int, hidden: int, out_dim: int) -> Params:
-    """Two torch-style Linear layers: Xavier-uniform weights [out, in], biases U(±1/sqrt(in))."""
-    k1, k2, k3, k4 = jax.random.split(key, 4)
+class RlmrecConParams(nnx.Module):
+    """RLMRec-Con's parameters: ``mlp`` (MLP_con), LLM rows [n, Ds] -> P [n, Dout], widths
+    Ds -> (Ds + Dout) // 2 -> Dout (§3.1)."""
 
-    def bias(k, fan_in, size):
-        bound = 1.0 / jnp.sqrt(fan_in)
-        return jax.random.uniform(k, (size,), jnp.float32, -bound, bound)
+    def __init__(self, cf_dim: int, llm_dim: int, *, rngs: nnx.Rngs):
+        self.mlp = LeakyMLP(llm_dim, (llm_dim + cf_dim) // 2, cf_dim, rngs=rngs)
 
-    return {
-        "w1": xavier_uniform(k1, (hidden, in_dim)),
-        "b1": bias(k2, in_dim, hidden),
-        "w2": xavier_uniform(k3, (out_dim, hidden)),
-        "b2": bias(k4, hidden, out_dim),
-    }
+
+class RlmrecGenParams(nnx.Module):
+    """RLMRec-Gen's parameters: ``mlp`` (MLP_gen), final rows [n, Din] -> [n, Ds], widths
+    Din -> (Ds + Din) // 2 -> Ds (Din: the final width); ``mask_token`` [1, d_ego], one ego row,
+    zeros at the start (§1.5, §3.2)."""
+
+    def __init__(self, cf_dim: int, llm_dim: int, ego_dim: int, *, rngs: nnx.Rngs):
+        self.mlp = LeakyMLP(cf_dim, (llm_dim + cf_dim) // 2, llm_dim, rngs=rngs)
+        self.mask_token = nnx.Param(jnp.zeros((1, ego_dim), jnp.float32))
 
 
 @dataclass(frozen=True)
@@ -42,9 +40,8 @@ class RlmrecCon(Method):
     with_negative_term: bool = True
     term_names: tuple[str, ...] = field(default=("kd",))
 
-    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
-        # MLP_con: Ds -> (Ds + Dout) // 2 -> Dout (§3.1).
-        return {"mlp": init_mlp(key, llm_dim, (llm_dim + cf_dim) // 2, cf_dim)}
+    def make_module(self, cf_dim, llm_dim, ego_dim, *, rngs):
+        return RlmrecConParams(cf_dim, llm_dim, rngs=rngs)
 
     def terms(self, params, user_final, item_final, batch, llm, draws):
         if self.kd_weight == 0:
@@ -53,13 +50,14 @@ class RlmrecCon(Method):
         # Every user row enters the user term's denominator; the item terms use only the
         # batch's positives and negatives, so only those (at most 2B) item rows are projected,
         # unless the catalogue is smaller than that.
-        user_proj = leaky_mlp(params["mlp"], user_llm)  # [U, d]
+        mlp = self.module(params).mlp
+        user_proj = mlp(user_llm)  # [U, d]
         batch_size = batch.pos.shape[0]
         ids = jnp.concatenate([batch.pos, batch.neg]) if self.with_negative_term else batch.pos
         if ids.shape[0] < item_llm.shape[0]:
-            rows = leaky_mlp(params["mlp"], item_llm[ids])
+            rows = mlp(item_llm[ids])
         else:
-            rows = leaky_mlp(params["mlp"], item_llm)[ids]
+            rows = mlp(item_llm)[ids]
         pos_proj = rows[:batch_size]
         neg_proj = rows[batch_size:] if self.with_negative_term else None
         kd = rlmrec_con_kd_rows(
@@ -93,20 +91,15 @@ class RlmrecGen(Method):
         n_nodes = self.n_users + self.n_items
         return max(int(n_nodes * self.mask_ratio), 1)
 
-    def init_params(self, key, cf_dim, llm_dim, ego_dim=None):
-        # MLP_gen: Din -> (Ds + Din) // 2 -> Ds (Din: the final width); the mask token, one ego
-        # row, starts at zero (§1.5, §3.2).
-        return {
-            "mlp": init_mlp(key, cf_dim, (llm_dim + cf_dim) // 2, llm_dim),
-            "mask_token": jnp.zeros((1, ego_dim or cf_dim), jnp.float32),
-        }
+    def make_module(self, cf_dim, llm_dim, ego_dim, *, rngs):
+        return RlmrecGenParams(cf_dim, llm_dim, ego_dim, rngs=rngs)
 
     def draw(self, key):
         n_nodes = self.n_users + self.n_items
         return {"seeds": jax.random.choice(key, n_nodes, (self.n_seeds,), replace=False)}
 
     def transform_ego(self, params, ego, draws):
-        return node_mask(ego, draws["seeds"], params["mask_token"])
+        return node_mask(ego, draws["seeds"], self.module(params).mask_token[...])
 
     def terms(self, params, user_final, item_final, batch, llm, draws):
         if self.recon_weight == 0:
