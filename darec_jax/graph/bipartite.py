@@ -1,8 +1,8 @@
-"""The user–item interaction graph as a ``jraph.GraphsTuple`` (BACKBONES.md §1.2).
+"""The user–item interaction graph's edges and Â (BACKBONES.md §1.2).
 
 Nodes are users ``0..U-1`` followed by items ``U..U+I-1`` (global ids). Every training interaction
-(u, i) gives two directed edges, u -> U+i and U+i -> u, so E = 2·nnz(R). The edge feature is the
-symmetric normalised weight
+(u, i) gives two directed edges, u -> U+i and U+i -> u, so E = 2·nnz(R). The edge weight is the
+symmetric normalised
 
     Â_nm = 1 / sqrt(d_n · d_m),    d_n = degree of node n (no self-loops),
 
@@ -10,13 +10,18 @@ computed in float64 and stored as float32, as the reference does; isolated nodes
 
 Convention for message passing: edge e carries the matrix entry Â[receiver_e, sender_e], so
 ``(Â X)_n = Σ_{e: receiver_e = n} Â_e · X[sender_e]``. Edges are sorted by (receiver, sender),
-which lets segment sums run over sorted segment ids.
+which lets segment sums run over sorted segment ids. :func:`darec_jax.graph.build_graph` wraps
+these edges in a :class:`~darec_jax.graph.Graph`.
 """
 
 from __future__ import annotations
 
-import jraph
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from darec_jax.graph.graph import Graph
 
 
 def unique_pairs(users: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np.ndarray, ...]:
@@ -25,19 +30,18 @@ def unique_pairs(users: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np
     return (keys // n_items).astype(np.int64), (keys % n_items).astype(np.int64)
 
 
-def build_interaction_graph(
+def interaction_edges(
     n_users: int, n_items: int, users: np.ndarray, items: np.ndarray
-) -> jraph.GraphsTuple:
-    """Symmetric-normalised bipartite graph of the training interactions.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Symmetric-normalised bipartite edges of the training interactions.
 
     Args:
       n_users, n_items: U and I.
       users, items: int arrays [nnz] of training interactions (duplicates are merged).
 
     Returns:
-      A single-graph ``GraphsTuple`` with ``edges`` = Â weights (float32 [E]), ``senders`` and
-      ``receivers`` (int32 [E], global node ids), sorted by (receiver, sender); ``nodes`` is None
-      (node features are the model's embeddings).
+      (receivers int64 [E], senders int64 [E], Â weights float32 [E]), global node ids, sorted by
+      (receiver, sender).
     """
     n_nodes = n_users + n_items
     u, i = unique_pairs(np.asarray(users), np.asarray(items), n_items)
@@ -50,25 +54,16 @@ def build_interaction_graph(
     with np.errstate(divide="ignore"):
         inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(degree), 0.0)
     weights = (inv_sqrt[rows] * inv_sqrt[cols]).astype(np.float32)
-    n_edges = rows.shape[0]
-    return jraph.GraphsTuple(
-        nodes=None,
-        edges=weights,
-        senders=cols.astype(np.int32),
-        receivers=rows.astype(np.int32),
-        n_node=np.array([n_nodes], dtype=np.int32),
-        n_edge=np.array([n_edges], dtype=np.int32),
-        globals=None,
-    )
+    return rows, cols, weights
 
 
-def edge_permutation(graph: jraph.GraphsTuple, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Index ``p`` such that graph edge ``p[k]`` is the matrix entry (rows[k], cols[k]).
+def edge_permutation(graph: Graph, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Index ``p`` such that edge ``p[k]`` of ``graph`` is the matrix entry (rows[k], cols[k]).
 
     Used to align per-edge quantities (e.g. an injected edge-dropout vector) given in another
     implementation's storage order with this graph's order.
     """
-    n_nodes = int(graph.n_node[0])
+    n_nodes = graph.n_nodes
     ours = np.asarray(graph.receivers, np.int64) * n_nodes + np.asarray(graph.senders, np.int64)
     theirs = np.asarray(rows, np.int64) * n_nodes + np.asarray(cols, np.int64)
     pos = np.searchsorted(ours, theirs)  # ours is sorted by (receiver, sender)

@@ -7,13 +7,15 @@ import jax.numpy as jnp
 from flax import nnx
 
 from darec_jax.errors import ConfigError
+from darec_jax.graph import Graph
 from darec_jax.models.autocf import AutoCF
 from darec_jax.models.base import Backbone, concat_ego
 from darec_jax.models.dccf import DCCF, dccf_graph_weights
 from darec_jax.models.gccf import GCCF, self_loop_arrays
-from darec_jax.models.lightgcn import LightGCN, xavier_uniform
+from darec_jax.models.lightgcn import LightGCN
 from darec_jax.models.sgl import SGL
 from darec_jax.models.simgcl import SimGCL
+from darec_jax.nn import xavier_uniform
 
 __all__ = [
     "AutoCF",
@@ -96,9 +98,10 @@ def make_backbone(cfg, n_users: int, n_items: int, *, rngs: nnx.Rngs) -> Backbon
     )
 
 
-def static_arrays(cfg, data, graph) -> dict:
+def static_arrays(cfg, data, graph: Graph) -> dict:
     """Device arrays the backbone ``cfg.model.backbone`` needs besides the interaction graph
-    (``TrainArrays.extra``): built once per run from the training data and the jraph graph."""
+    (``TrainArrays.extra``): built once per run from the training data and the interaction
+    graph (a :class:`~darec_jax.graph.Graph`)."""
     if cfg.model.backbone == "dccf":
         return {"dccf_weights": jnp.asarray(dccf_graph_weights(graph))}
     if cfg.model.backbone == "gccf" and cfg.method == "none":

@@ -1,8 +1,8 @@
 """AutoCF (BACKBONES.md §2.6, Q14–Q20) as a Flax NNX module, with fixed-shape subgraph masking.
 
 Graph: the interaction graph's directed edges ℰ0 (both directions of every training pair); the
-head of an edge is its jraph receiver, the tail its sender, so ``spmm`` computes
-out_n = Σ_{e: h_e = n} w_e · X_{t_e}.
+head of an edge is its receiver, the tail its sender, so the graph's product ``graph.spmm``
+computes out_n = Σ_{e: h_e = n} w_e · X_{t_e}.
 
 Every ``fix_steps`` steps of an epoch (step 0 of each epoch included), with the current parameters
 and before the loss, a **resample** builds the training graphs from this step's draws:
@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jraph
 import numpy as np
 from flax import nnx
 
 from darec_jax.errors import ConfigError
-from darec_jax.graph.propagation import spmm
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.lightgcn import xavier_uniform
+from darec_jax.nn import xavier_uniform
 
 # Step-state keys (merged into a step's draws; prefixed so they never meet a method's draw names).
 ENC_WEIGHTS = "autocf_enc_weights"  # float32 [E]: Ã_enc on ℰ0 (0 off ℰ_enc)
@@ -123,14 +123,18 @@ def gt_attention(
     q = (x @ wq)[gather_rows].reshape(-1, heads, dh)
     k = (x @ wk)[cols].reshape(-1, heads, dh)
     v = (x @ wv)[cols].reshape(-1, heads, dh)
+    # The reference's per-receiver softmax, not jraph.segment_softmax: no max shift (the clamp
+    # already bounds exp by e^10) and + 1e-8 in the denominator, which matters when a node's
+    # scores sit at the −10 clamp (Σ exp ≈ 4.5e-5 per edge: the shifted softmax differs there by
+    # up to ~7e-5 relative, beyond the equivalence tolerance); masked slots weigh exactly 0.
     expo = jnp.exp(jnp.clip(jnp.sum(q * k, axis=-1), -10.0, 10.0))  # [E', H]
     if valid is not None:
         expo = expo * valid[:, None]
     # Segment N + 1 collects the unused slots (row N) and is dropped.
     segments = n_nodes + 1
-    denom = jax.ops.segment_sum(expo, rows, num_segments=segments, indices_are_sorted=True)
+    denom = jraph.segment_sum(expo, rows, num_segments=segments, indices_are_sorted=True)
     att = expo / (denom[rows] + 1e-8)
-    out = jax.ops.segment_sum(
+    out = jraph.segment_sum(
         att[:, :, None] * v, rows, num_segments=segments, indices_are_sorted=True
     )
     return out[:n_nodes].reshape(n_nodes, dim)
@@ -224,15 +228,15 @@ class AutoCF(Backbone):
         Returns (S0 int32 [seed_num] in top-k order, noisy [N], infomax = −mean(noisy)).
         """
         graph, n_nodes = arrays.graph, self.n_nodes
-        ones = jnp.ones_like(graph.edges)
+        ones = jnp.ones_like(graph.weights)
 
         def a1(x):  # A1 x: the 0/1 adjacency on ℰ0
-            return spmm(graph, x, ones, arrays.plan)
+            return graph.spmm(x, ones)
 
         heads, tails = graph.receivers, graph.senders
 
         def row_sums(w):  # Σ_{e: h_e = n} w_e
-            return jax.ops.segment_sum(w, heads, num_segments=n_nodes, indices_are_sorted=True)
+            return jraph.segment_sum(w, heads, num_segments=n_nodes, indices_are_sorted=True)
 
         deg = row_sums(ones)
         a1_deg = row_sums(deg[tails])
@@ -277,7 +281,7 @@ class AutoCF(Backbone):
     def encoder_weights(self, arrays, keep: jax.Array) -> jax.Array:
         """float32 [E]: (1·c_h)·c_t on ℰ_enc and 0 elsewhere, c_n = (deg'_n + 1e-12)^{-1/2}."""
         heads, tails = arrays.graph.receivers, arrays.graph.senders
-        degree = jax.ops.segment_sum(
+        degree = jraph.segment_sum(
             keep.astype(jnp.float32), heads, num_segments=self.n_nodes, indices_are_sorted=True
         )
         c = jnp.power(degree + 1e-12, -0.5)
@@ -334,7 +338,7 @@ class AutoCF(Backbone):
     # ------------------------------------------------------------------ Backbone interface
 
     def draw(self, key, arrays):
-        n_edges = arrays.graph.senders.shape[0]
+        n_edges = arrays.graph.n_edges
         k_gumbel, k_q, k_j, k_j2 = jax.random.split(key, 4)
         return {
             GUMBEL_U: jax.random.uniform(k_gumbel, (self.n_nodes,), jnp.float32),
@@ -344,7 +348,7 @@ class AutoCF(Backbone):
         }
 
     def init_step_state(self, arrays):
-        n_edges = arrays.graph.senders.shape[0]
+        n_edges = arrays.graph.n_edges
         slots = 3 * n_edges + self.n_nodes
         return {
             ENC_WEIGHTS: jnp.zeros(n_edges, jnp.float32),
@@ -381,7 +385,7 @@ class AutoCF(Backbone):
         x = ego
         final = ego
         for _ in range(self.num_layers):
-            x = spmm(arrays.graph, x, enc_weights, arrays.plan)
+            x = arrays.graph.spmm(x, enc_weights)
             final = final + x
         wq, wk, wv = self.gt_wq[...], self.gt_wk[...], self.gt_wv[...]
         for g in range(self.gt_layer):

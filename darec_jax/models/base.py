@@ -4,7 +4,8 @@ A backbone is a Flax NNX module that owns its parameters (split once into a pure
 training code) and its static hyper-parameters. Everything random in a step is an explicit input
 (:meth:`Backbone.draw`), so equivalence tests can inject the reference's draws. The graph and any
 backbone-specific static arrays arrive as call arguments (``arrays``: the
-:class:`~darec_jax.train.step.TrainArrays` of the run), never as module state.
+:class:`~darec_jax.inputs.TrainArrays` of the run, whose ``graph`` runs its products with the
+implementation chosen when it was built), never as module state.
 
 One training step computes, in this order (BACKBONES.md Q13):
 

@@ -1,8 +1,8 @@
 """DCCF (BACKBONES.md §2.5, Q8–Q10) as a Flax NNX module.
 
 Graph: the directed edges of the interaction graph, both directions of every training pair, in
-(head, tail) order; in the jraph graph the head is the receiver and the tail the sender, so the
-sparse product with edge weights w is :func:`~darec_jax.graph.propagation.spmm`:
+(head, tail) order; in the :class:`~darec_jax.graph.Graph` the head is the receiver and the tail
+the sender, so the sparse product with edge weights w is :meth:`~darec_jax.graph.Graph.spmm`:
 
     out_n = Σ_{e: h_e = n} w_e · X_{t_e}.
 
@@ -25,26 +25,26 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import jraph
 import numpy as np
 from flax import nnx
 
-from darec_jax.graph.propagation import spmm
+from darec_jax.graph import Graph
 from darec_jax.losses.alignment import cal_infonce
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.lightgcn import xavier_uniform
+from darec_jax.nn import xavier_uniform
 
 # One layer's views (Z, R, Aga, Aia), each [N, d].
 Views = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
 
 
-def dccf_graph_weights(graph) -> np.ndarray:
+def dccf_graph_weights(graph: Graph) -> np.ndarray:
     """G_e = fl32(fl32(deg(h_e)^{-1/2}) · fl32(deg(t_e)^{-1/2})), float32 [E] in the graph's edge
     order; deg(n) = number of edges with head (receiver) n. Isolated nodes have no edges, so their
     infinite deg^{-1/2} is never gathered."""
     heads = np.asarray(graph.receivers, np.int64)
     tails = np.asarray(graph.senders, np.int64)
-    n_nodes = int(np.asarray(graph.n_node)[0])
-    degree = np.bincount(heads, minlength=n_nodes).astype(np.float32)
+    degree = np.bincount(heads, minlength=graph.n_nodes).astype(np.float32)
     with np.errstate(divide="ignore"):
         inv_sqrt = np.float32(1.0) / np.sqrt(degree)
     return (inv_sqrt[heads] * inv_sqrt[tails]).astype(np.float32)
@@ -70,7 +70,7 @@ def adaptive_weights(y: jax.Array, heads: jax.Array, tails: jax.Array) -> jax.Ar
     """
     yn = _row_normalize(y)
     alpha = (jnp.sum(yn[heads] * yn[tails], axis=-1) + 1.0) / 2.0
-    row_sum = jax.ops.segment_sum(alpha, heads, num_segments=y.shape[0], indices_are_sorted=True)
+    row_sum = jraph.segment_sum(alpha, heads, num_segments=y.shape[0], indices_are_sorted=True)
     nonzero = row_sum != 0
     inv = 1.0 / jnp.where(nonzero, row_sum, 1.0)  # no 1/0 in the graph, hence no 0·∞ gradient
     inv = jnp.where(nonzero & jnp.isfinite(inv), inv, 0.0)
@@ -142,12 +142,12 @@ class DCCF(Backbone):
 
     def layer(self, x: jax.Array, arrays) -> tuple[jax.Array, Views]:
         """One layer from X = E^{(l)}: (E^{(l+1)} = Z + R + Aga + Aia + X, (Z, R, Aga, Aia))."""
-        graph, plan = arrays.graph, arrays.plan
+        graph = arrays.graph
         heads, tails = graph.receivers, graph.senders
-        z = spmm(graph, x, static_weights(arrays), plan)
+        z = graph.spmm(x, static_weights(arrays))
         r = self.intent(x)
-        aga = spmm(graph, x, adaptive_weights(z, heads, tails), plan)
-        aia = spmm(graph, x, adaptive_weights(r, heads, tails), plan)
+        aga = graph.spmm(x, adaptive_weights(z, heads, tails))
+        aia = graph.spmm(x, adaptive_weights(r, heads, tails))
         return z + r + aga + aia + x, (z, r, aga, aia)
 
     def propagate(self, ego: jax.Array, arrays) -> tuple[jax.Array, list[Views]]:
@@ -205,4 +205,4 @@ def static_weights(arrays) -> jax.Array:
     """G [E] from ``arrays.extra`` (see :func:`dccf_graph_weights`); without it, the graph's Â
     (the same matrix computed in float64, equal up to float32 rounding)."""
     extra = arrays.extra or {}
-    return extra.get("dccf_weights", arrays.graph.edges)
+    return extra.get("dccf_weights", arrays.graph.weights)

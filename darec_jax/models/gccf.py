@@ -7,10 +7,10 @@ nothing is drawn and the training and eval forwards are the same. Â' is the sel
 Â_sl = D_sl^{-1/2} (A + I) D_sl^{-1/2} (d_sl = d + 1) for the bare model only; RLMRec's variants
 (and DaRec) propagate over Â without self-loops (Q1).
 
-Â_sl is kept on the interaction graph's edges: the same senders and receivers (so a blocked or
-native execution plan of Â serves it too) with the weights 1/sqrt((d_n + 1)(d_m + 1)), plus the
-diagonal 1/(d_n + 1) applied as an elementwise term. These two arrays are the backbone's static
-arrays (:func:`self_loop_arrays`, in ``TrainArrays.extra``).
+Â_sl is kept on the interaction graph's edges: the same senders and receivers (so the graph's
+product, whichever implementation it runs, serves it too) with the weights
+1/sqrt((d_n + 1)(d_m + 1)), plus the diagonal 1/(d_n + 1) applied as an elementwise term. These
+two arrays are the backbone's static arrays (:func:`self_loop_arrays`, in ``TrainArrays.extra``).
 
 The per-layer W_l [d, d] are parameters (Xavier) that propagation never uses: they only enter
 reg, so Adam updates them with the gradient 2·reg_weight·W_l (Q2).
@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 from flax import nnx
 
-from darec_jax.graph.propagation import spmm
+from darec_jax.graph import Graph
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.lightgcn import xavier_uniform
+from darec_jax.nn import xavier_uniform
 
 SELF_LOOP_WEIGHTS = "self_loop_weights"
 SELF_LOOP_DIAG = "self_loop_diag"
 
 
-def self_loop_arrays(graph: jraph.GraphsTuple) -> dict[str, jax.Array]:
+def self_loop_arrays(graph: Graph) -> dict[str, jax.Array]:
     """Â_sl on the edges of ``graph`` (the no-self-loop interaction graph) plus its diagonal.
 
     With d_n the degree without self-loops and c_n = (d_n + 1)^{-1/2} in float64 (as scipy):
@@ -44,8 +43,7 @@ def self_loop_arrays(graph: jraph.GraphsTuple) -> dict[str, jax.Array]:
     """
     receivers = np.asarray(graph.receivers, np.int64)
     senders = np.asarray(graph.senders, np.int64)
-    n_nodes = int(np.asarray(graph.n_node)[0])
-    degree = np.bincount(receivers, minlength=n_nodes).astype(np.float64) + 1.0
+    degree = np.bincount(receivers, minlength=graph.n_nodes).astype(np.float64) + 1.0
     inv_sqrt = np.power(degree, -0.5)  # never inf: every node has its self-loop
     weights = (inv_sqrt[receivers] * inv_sqrt[senders]).astype(np.float32)
     diag = (inv_sqrt * inv_sqrt).astype(np.float32)
@@ -104,7 +102,7 @@ class GCCF(Backbone):
             weights, diag = extra[SELF_LOOP_WEIGHTS], extra[SELF_LOOP_DIAG]
         layers = [ego]
         for _ in range(self.num_layers):
-            nxt = spmm(arrays.graph, layers[-1], weights, arrays.plan)
+            nxt = arrays.graph.spmm(layers[-1], weights)
             if diag is not None:
                 nxt = nxt + diag[:, None] * layers[-1]
             layers.append(nxt)

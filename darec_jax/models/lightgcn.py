@@ -7,14 +7,11 @@ The module owns only parameters; the graph and any edge-dropout weights are call
 from __future__ import annotations
 
 import jax
-import jraph
 from flax import nnx
 
-from darec_jax.graph.propagation import BlockPlan, edge_keep_mask, lightgcn_propagate
+from darec_jax.graph import Graph, edge_keep_mask, lightgcn_propagate
 from darec_jax.models.base import Backbone, concat_ego
-
-# Xavier-uniform for a [rows, cols] table: U(-b, b), b = sqrt(6 / (rows + cols)) (§1.6).
-xavier_uniform = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
+from darec_jax.nn import xavier_uniform
 
 
 class LightGCN(Backbone):
@@ -51,48 +48,40 @@ class LightGCN(Backbone):
         return concat_ego(self.user_emb, self.item_emb)
 
     def __call__(
-        self,
-        graph: jraph.GraphsTuple,
-        weights: jax.Array | None = None,
-        plan: BlockPlan | None = None,
+        self, graph: Graph, weights: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """Final embeddings (F_u [U, d], F_i [I, d]).
 
         ``weights`` [E]: edge weights for this forward (Â masked by dropout in training);
-        None = the clean graph Â (evaluation). ``plan``: blocked graph products (an execution
-        choice; the result is the same).
+        None = the clean graph Â (evaluation).
         """
-        return self.propagate(graph, self.ego(), weights, plan)
+        return self.propagate(graph, self.ego(), weights)
 
     def propagate(
-        self,
-        graph: jraph.GraphsTuple,
-        ego: jax.Array,
-        weights: jax.Array | None = None,
-        plan: BlockPlan | None = None,
+        self, graph: Graph, ego: jax.Array, weights: jax.Array | None = None
     ) -> tuple[jax.Array, jax.Array]:
         """(F_u, F_i) from a given ego matrix [N, d] (e.g. RLMRec-Gen's masked one)."""
-        final = lightgcn_propagate(graph, ego, self.num_layers, weights, plan)
+        final = lightgcn_propagate(graph, ego, self.num_layers, weights)
         return final[: self.n_users], final[self.n_users :]
 
     # ------------------------------------------------------------------ Backbone interface
 
-    def edge_weights(self, graph: jraph.GraphsTuple, uniforms: jax.Array | None) -> jax.Array:
+    def edge_weights(self, graph: Graph, uniforms: jax.Array | None) -> jax.Array:
         """Training edge weights: Â times the dropout mask (no rescaling), or Â for keep = 1."""
         if uniforms is None or self.keep_rate >= 1.0:
-            return graph.edges
-        return graph.edges * edge_keep_mask(uniforms, self.keep_rate)
+            return graph.weights
+        return graph.weights * edge_keep_mask(uniforms, self.keep_rate)
 
     def draw(self, key, arrays):
         if self.keep_rate >= 1.0:  # the reference draws nothing when keep = 1
             return {}
-        n_edges = arrays.graph.senders.shape[0]
+        n_edges = arrays.graph.n_edges
         return {"uniforms": jax.random.uniform(key, (n_edges,), jax.numpy.float32)}
 
     def train_forward(self, ego, arrays, draws, batch):
         weights = self.edge_weights(arrays.graph, draws.get("uniforms"))
-        fu, fi = self.propagate(arrays.graph, ego, weights, arrays.plan)
+        fu, fi = self.propagate(arrays.graph, ego, weights)
         return fu, fi, {}
 
     def eval_forward(self, arrays):
-        return self.propagate(arrays.graph, self.ego(), None, arrays.plan)
+        return self.propagate(arrays.graph, self.ego())

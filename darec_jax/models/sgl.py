@@ -87,7 +87,7 @@ class SGL(LightGCN):
     def draw(self, key, arrays):
         if self.keep_rate >= 1.0 or self.cl_weight == 0:
             return {}
-        n_edges = arrays.graph.senders.shape[0]
+        n_edges = arrays.graph.n_edges
         k1, k2 = jax.random.split(key)
         return {
             "uniforms_1": jax.random.uniform(k1, (n_edges,), jnp.float32),
@@ -97,15 +97,15 @@ class SGL(LightGCN):
     def train_forward(self, ego, arrays, draws, batch):
         """View 3 (F_u, F_i) and {"cl"}. Without a batch (``train_embeddings`` alone) only
         view 3 is computed and no term is returned."""
-        graph, plan = arrays.graph, arrays.plan
-        fu, fi = self.propagate(graph, ego, None, plan)  # view 3, full Â
+        graph = arrays.graph
+        fu, fi = self.propagate(graph, ego)  # view 3, full Â
         if batch is None:
             return fu, fi, {}
         if self.cl_weight == 0:
             return fu, fi, {"cl": jnp.zeros((), jnp.float32)}
         w1 = self.edge_weights(graph, draws.get("uniforms_1"))
         w2 = self.edge_weights(graph, draws.get("uniforms_2"))
-        u1, i1 = self.propagate(graph, ego, w1, plan)
-        u2, i2 = self.propagate(graph, ego, w2, plan)
+        u1, i1 = self.propagate(graph, ego, w1)
+        u2, i2 = self.propagate(graph, ego, w2)
         cl = view_contrast(u1, i1, u2, i2, batch, self.cl_weight, self.cl_temperature)
         return fu, fi, {"cl": cl}

@@ -22,22 +22,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import jraph
 from flax import nnx
 
-from darec_jax.graph.propagation import BlockPlan, spmm
+from darec_jax.graph import Graph
 from darec_jax.losses.alignment import normalize_clamped
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.models.sgl import view_contrast
 
 
-def perturbed_propagate(
-    graph: jraph.GraphsTuple,
-    ego: jax.Array,
-    noise: jax.Array,
-    eps: float,
-    plan: BlockPlan | None = None,
-) -> jax.Array:
+def perturbed_propagate(graph: Graph, ego: jax.Array, noise: jax.Array, eps: float) -> jax.Array:
     """F = Σ_{l=0}^{L} H^{(l)}, L = noise.shape[0] (see the module docstring).
 
     ego [N, d] = H^{(0)}; noise [L, N, d] uniform matrices Ω_l, layer 1 first. Returns [N, d].
@@ -45,7 +38,7 @@ def perturbed_propagate(
     layer = ego
     total = jnp.zeros_like(ego) + ego
     for omega in noise:
-        prop = spmm(graph, layer, None, plan)  # P = Â H^{(l-1)}
+        prop = graph.spmm(layer)  # P = Â H^{(l-1)}
         layer = prop + eps * jnp.sign(prop) * normalize_clamped(omega)
         total = total + layer
     return total
@@ -86,16 +79,16 @@ class SimGCL(LightGCN):
     def train_forward(self, ego, arrays, draws, batch):
         """View 3 (F_u, F_i) and {"cl"}. Without a batch (``train_embeddings`` alone) only
         view 3 is computed and no term is returned."""
-        graph, plan = arrays.graph, arrays.plan
-        fu, fi = self.propagate(graph, ego, None, plan)  # view 3, clean
+        graph = arrays.graph
+        fu, fi = self.propagate(graph, ego)  # view 3, clean
         if batch is None:
             return fu, fi, {}
         if self.cl_weight == 0:
             return fu, fi, {"cl": jnp.zeros((), jnp.float32)}
         noise = draws["noise"]
         n_users, depth = self.n_users, self.num_layers
-        view_1 = perturbed_propagate(graph, ego, noise[:depth], self.eps, plan)
-        view_2 = perturbed_propagate(graph, ego, noise[depth:], self.eps, plan)
+        view_1 = perturbed_propagate(graph, ego, noise[:depth], self.eps)
+        view_2 = perturbed_propagate(graph, ego, noise[depth:], self.eps)
         cl = view_contrast(
             view_1[:n_users],
             view_1[n_users:],
