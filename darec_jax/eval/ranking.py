@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -154,6 +155,9 @@ def metrics_from_topk_hits(
     Returns:
       dict ``recall@k`` / ``ndcg@k`` -> [B] per-user values.
     """
+    # Trace-time checks (free under jit): a [B, 1] gt_count would broadcast to [B, B] silently.
+    chex.assert_rank(hits, 2)
+    chex.assert_shape(gt_count, (hits.shape[0],))
     n_top = hits.shape[-1]
     discounts = 1.0 / jnp.log2(jnp.arange(2, n_top + 2, dtype=jnp.float32))  # 1/log2(j+1)
     cum_idcg = jnp.cumsum(discounts)
@@ -177,6 +181,8 @@ def metrics_from_scores(
     recall_denominator: str = "gt",
 ) -> dict[str, jax.Array]:
     """Per-user metrics from an already masked score matrix [B, I] and a 0/1 GT matrix [B, I]."""
+    chex.assert_rank(scores, 2)
+    chex.assert_equal_shape([scores, gt_mask])
     _, top = jax.lax.top_k(scores, max(ks))
     hits = jnp.take_along_axis(gt_mask, top, axis=-1).astype(jnp.float32)
     return metrics_from_topk_hits(hits, gt_count, ks, recall_denominator)
@@ -187,6 +193,7 @@ def top_k_indices(scores: jax.Array, k: int, native: bool = False) -> jax.Array:
 
     ``native``: the C++ row top-k kernel (CPU backend only; see ``darec_jax.kernels``).
     """
+    chex.assert_rank(scores, 2)
     if native:
         from darec_jax.kernels import row_topk
 
@@ -234,6 +241,10 @@ def evaluate_embeddings(
     recall_denominator: str = "gt",
 ) -> dict[str, float]:
     """Mean metrics over the task's users, from final embeddings (scores = F_u F_iᵀ)."""
+    # F_u [U, d] and F_i [I, d], I the task's: the masks and pair keys were built for that I.
+    chex.assert_rank([user_final, item_final], 2)
+    chex.assert_equal_shape([user_final, item_final], dims=1)
+    chex.assert_axis_dimension(item_final, 0, task.n_items)
     sums = _evaluate_sums(
         user_final,
         item_final,

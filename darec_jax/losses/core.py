@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 
@@ -22,6 +23,11 @@ def bpr_loss(
       valid: optional [B] 0/1 mask of real rows in a padded batch; B is then Σ valid, so a padded
         final batch is divided by its real size as the reference's partial batch is.
     """
+    # Trace-time checks (free under jit): a [B, 1] mask or a [d] row would broadcast silently.
+    chex.assert_rank([user, pos, neg], 2)
+    chex.assert_equal_shape([user, pos, neg])
+    if valid is not None:
+        chex.assert_shape(valid, (user.shape[0],))
     diff = jnp.sum(user * neg, axis=-1) - jnp.sum(user * pos, axis=-1)
     per_row = torch_softplus(diff)
     if valid is None:

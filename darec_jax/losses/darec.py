@@ -7,12 +7,23 @@ and cos(a, b) = ã·b̃ throughout.
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from darec_jax.losses.alignment import normalize_eps
+
+
+def _check_set(views: list[jax.Array], *per_row: jax.Array | None) -> None:
+    """Trace-time shape checks (free under jit): the views are [m, h], all of one shape, and each
+    per-row array (mask, assignment) is [m]. A [m, 1] mask would otherwise broadcast silently."""
+    chex.assert_rank(views, 2)
+    chex.assert_equal_shape(views)
+    rows = [a for a in per_row if a is not None]
+    if rows:
+        chex.assert_shape(rows, (views[0].shape[0],))
 
 
 def _ones(x: jax.Array, mask: jax.Array | None) -> jax.Array:
@@ -26,6 +37,7 @@ def orthogonality(
 
     mask [m]: 0/1 real rows of a padded set (the mean runs over real rows only).
     """
+    _check_set([specific, shared], mask)
     cos = jnp.sum(normalize_eps(specific) * normalize_eps(shared), axis=-1)
     w = _ones(specific, mask)
     return jnp.sum(w * jnp.square(cos)) / jnp.sum(w)
@@ -34,6 +46,7 @@ def orthogonality(
 def uniformity(x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     """log mean_{j<k} exp(−2 ‖x̃_j − x̃_k‖²) over the distinct pairs of (real) rows of x [m, h];
     0 when there is no pair (fewer than two real rows)."""
+    _check_set([x], mask)
     xn = normalize_eps(x)
     norms = jnp.sum(jnp.square(xn), axis=-1)
     # ‖a − b‖² = ‖a‖² + ‖b‖² − 2 a·b (the rows are only nearly unit: keep the norms).
@@ -59,6 +72,7 @@ def global_alignment(
     mse: mean_{j,k} (S^C_jk − S^L_jk)².  kl: mean_j KL(softmax(S^L_j/τ) ‖ softmax(S^C_j/τ)).
     mask [m]: real rows; pairs and softmax columns with a padding row are left out.
     """
+    _check_set([shared_cf, shared_llm], mask)
     s_cf = normalize_eps(shared_cf) @ normalize_eps(shared_cf).T
     s_llm = normalize_eps(shared_llm) @ normalize_eps(shared_llm).T
     w = _ones(shared_cf, mask)
@@ -78,6 +92,7 @@ def cluster_centres(
     x: jax.Array, assign: jax.Array, num_clusters: int, mask: jax.Array | None = None
 ) -> jax.Array:
     """c_k = normalise(Σ_{n: a(n)=k} x̃_n), [K, h] (zero-sum clusters stay ~0)."""
+    _check_set([x], assign, mask)
     rows = normalize_eps(x) * _ones(x, mask)[:, None]
     sums = jax.ops.segment_sum(rows, assign, num_segments=num_clusters)
     return normalize_eps(sums)
@@ -101,6 +116,7 @@ def local_alignment(
     relabelled to the paired CF cluster); a cluster is then present when both views have a row
     of the set in it. None: one joint assignment serves both views.
     """
+    _check_set([shared_cf, shared_llm], assign, mask, assign_llm)
     w = _ones(shared_cf, mask)
     present = jax.ops.segment_sum(w, assign, num_segments=num_clusters) > 0  # [K]
     if assign_llm is None:
@@ -134,6 +150,8 @@ def match_clusters(centres_cf: jax.Array, centres_llm: jax.Array) -> jax.Array:
     through a callback, so this works inside jit. Returns ``partner`` [K] int32: LLM cluster j is
     paired with CF cluster ``partner[j]`` (relabel an LLM assignment a with ``partner[a]``).
     """
+    # Both [K, h]: with unequal K the assignment would leave some ``partner`` entries unset.
+    _check_set([centres_cf, centres_llm])
     sim = normalize_eps(centres_cf) @ normalize_eps(centres_llm).T
     k = centres_llm.shape[0]
     return jax.pure_callback(
@@ -150,6 +168,7 @@ def spherical_kmeans_from(
     rows); an empty cluster keeps its centre. Returns (assignment [n] int32 from the final
     centres, centres [K, h]).
     """
+    chex.assert_rank([x, init_indices], [2, 1])
     xn = normalize_eps(x)
     k = init_indices.shape[0]
     centres = xn[init_indices]
@@ -171,6 +190,7 @@ def kmeans_plus_plus(key: jax.Array, x: jax.Array, num_clusters: int) -> jax.Arr
     The first is uniform; each next one is drawn with probability ∝ the squared distance of a row
     to its nearest chosen centre (‖x̃ − c̃‖² = 2 − 2 cos for unit rows).
     """
+    chex.assert_rank(x, 2)
     xn = normalize_eps(x)
     n = x.shape[0]
     keys = jax.random.split(key, num_clusters)
