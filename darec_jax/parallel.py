@@ -102,6 +102,16 @@ def constrain(x: jax.Array, *spec: Any) -> jax.Array:
     return jax.lax.with_sharding_constraint(x, P(*axes))
 
 
+def replicate(x: jax.Array) -> jax.Array:
+    """``x`` replicated on every device of an active multi-device mesh (as :func:`tree_shardings`
+    places every array that is not a table), else ``x``. For state a jitted function returns to
+    be called with again: an output placed otherwise would compile the function a second time."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh_size(mesh) == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, P())
+
+
 def _leaf_spec(leaf: Any, mesh: Mesh, table_rows: frozenset[int]) -> P:
     shape = getattr(leaf, "shape", ())
     rows = mesh.shape[MODEL]

@@ -93,24 +93,26 @@ def _time_repeats(fn, repeats: int) -> list[float]:
     return out
 
 
-def _jax_trainer(cfg, data):
-    """(fns, arrays, state, epoch): ``epoch()`` runs one jitted training epoch to completion."""
-    import jax
+class _JaxRun:
+    """One jitted training run of ``cfg`` on ``data``: ``epoch()`` runs one epoch to
+    completion and advances :attr:`state` (a :class:`~darec_jax.train.step.TrainState`)."""
 
-    from darec_jax.train.step import epoch_key, make_step_functions
+    def __init__(self, cfg, data):
+        import jax
 
-    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    state = {"p": params, "o": opt_state, "e": 0}
+        from darec_jax.train.step import make_step_functions
 
-    def epoch():
-        state["p"], state["o"], terms = fns.jit_epoch(
-            state["p"], state["o"], arrays, epoch_key(0, state["e"])
-        )
+        jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
+        self.fns, self.arrays, self.state = make_step_functions(cfg, data)
+
+    def epoch(self) -> None:
+        import jax
+
+        from darec_jax.train.step import epoch_key
+
+        key = epoch_key(0, int(self.state.epoch))
+        self.state, terms = self.fns.jit_epoch(self.state, self.arrays, key)
         jax.block_until_ready(terms)
-        state["e"] += 1
-
-    return fns, arrays, state, epoch
 
 
 def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
@@ -123,11 +125,12 @@ def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
 
     data = _load(args) if data is None else data
     cfg = config_lib.build_config(args.dataset, backbone, "none")
-    fns, arrays, state, epoch = _jax_trainer(cfg, data)
+    run = _JaxRun(cfg, data)
+    fns, arrays, epoch = run.fns, run.arrays, run.epoch
     task = prepare_split(data, "val", cfg.eval.user_chunk)
 
     def evaluate():
-        fu, fi = fns.jit_eval_embeddings(state["p"], arrays)
+        fu, fi = fns.jit_eval_embeddings(run.state.params, arrays)
         return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
 
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation
@@ -266,11 +269,13 @@ def alignment_work(fns, arrays, params, repeats: int = 5) -> dict:
 
     from darec_jax.train.step import epoch_key
 
-    key = epoch_key(0, 0)
-    batches = fns.epoch_batches(jax.random.fold_in(key, 2), arrays)
-    batch = jax.tree.map(lambda x: x[0], batches)
-    state = fns.jit_method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
-    draws = {**state, **fns.draw_step_randomness(params, jax.random.fold_in(key, 3), arrays, batch)}
+    # The epoch's keys as the epoch splits them: batches, steps, clustering.
+    k_batches, k_steps, k_method_state = jax.random.split(epoch_key(0, 0), 3)
+    batch = jax.tree.map(lambda x: x[0], fns.epoch_batches(k_batches, arrays))
+    state = fns.jit_method_epoch_state(params, arrays, k_method_state)
+    step_key = jax.random.split(k_steps, fns.n_batches)[0]
+    inputs = fns.draw_step_inputs(params, step_key, arrays, batch).replace(epoch_state=state)
+    draws = inputs.for_method()
     fu, fi = fns.jit_eval_embeddings(params, arrays)
     llm = (arrays.user_llm, arrays.item_llm)
     method = fns.method
@@ -286,7 +291,7 @@ def alignment_work(fns, arrays, params, repeats: int = 5) -> dict:
         _time_repeats(lambda: jax.block_until_ready(step(params["method"], fu, fi)), repeats)
     )
     state_fn = fns.jit_method_epoch_state
-    state_flops = _flops(state_fn.lower(params, arrays, key).compile()) if state else 0.0
+    state_flops = _flops(state_fn.lower(params, arrays, k_method_state).compile()) if state else 0.0
     return {
         "step_flops": step_flops,
         "epoch_state_flops": state_flops,
@@ -306,7 +311,8 @@ def run_jax_method(args, method: str, data=None) -> dict:
 
     data = with_standin_llm(_load(args) if data is None else data, args.llm_dim)
     cfg = config_lib.build_config(args.dataset, "lightgcn", method)
-    fns, arrays, state, epoch = _jax_trainer(cfg, data)
+    run = _JaxRun(cfg, data)
+    fns, arrays, epoch = run.fns, run.arrays, run.epoch
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation
     epochs = _time_repeats(epoch, args.epochs)
     out = {
@@ -319,7 +325,7 @@ def run_jax_method(args, method: str, data=None) -> dict:
         "first_epoch_seconds": first_epoch,
     }
     if method != "none":
-        out["alignment"] = alignment_work(fns, arrays, state["p"])
+        out["alignment"] = alignment_work(fns, arrays, run.state.params)
         out["matmul"] = matmul_rate()
     out["peak_rss_mb"] = _peak_rss_mb()
     return out
@@ -600,20 +606,19 @@ def run_scaling(args, n_edges: int) -> dict:
     data = scaling_dataset(n_edges)
     cfg = config_lib.build_config("yelp", "lightgcn", "none")
     jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
     setup = time.perf_counter() - t0
     edges = int(arrays.graph.senders.shape[0])
     steps = fns.n_batches
     timed_steps = min(steps, SCALING_MAX_STEPS)
-    run = jax.jit(fns.epoch_prefix, static_argnums=4, donate_argnums=(0, 1))
-    state = {"p": params, "o": opt_state, "e": 0}
+    run = jax.jit(fns.epoch_prefix, static_argnums=3, donate_argnums=(0,))
+    holder = {"state": state, "parts": 0}  # epoch_prefix keeps the epoch counter
 
     def part():
-        state["p"], state["o"], terms = run(
-            state["p"], state["o"], arrays, epoch_key(0, state["e"]), timed_steps
-        )
+        key = epoch_key(0, holder["parts"])
+        holder["state"], terms = run(holder["state"], arrays, key, timed_steps)
         jax.block_until_ready(terms)
-        state["e"] += 1
+        holder["parts"] += 1
 
     first = _time_repeats(part, 1)[0]
     parts = _time_repeats(part, args.epochs)
@@ -621,7 +626,7 @@ def run_scaling(args, n_edges: int) -> dict:
     task = prepare_split(data, "val", cfg.eval.user_chunk)
 
     def evaluate():
-        fu, fi = fns.jit_eval_embeddings(state["p"], arrays)
+        fu, fi = fns.jit_eval_embeddings(holder["state"].params, arrays)
         return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
 
     evaluate()

@@ -113,9 +113,9 @@ def probe(cfg, data, workdir: Path, world: SyntheticConfig) -> dict[str, float]:
     cached = workdir / "probe.json"
     if cached.exists():
         return json.loads(cached.read_text())
-    fns, arrays, params, _ = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
     slot = CheckpointSlot(workdir / "checkpoints" / "best")
-    best, _ = slot.restore(params)
+    best, _ = slot.restore(state.params)
     slot.close()
     fu, fi = fns.jit_eval_embeddings(best, arrays)
     lat = planted_latents(world)

@@ -29,6 +29,7 @@ from pathlib import Path
 from darec_jax import config as config_lib
 from darec_jax.data import load_dataset
 from darec_jax.train.trainer import has_checkpoint, train_and_evaluate
+from experiments.provenance import provenance
 
 METRICS = ("recall@5", "recall@10", "recall@20", "ndcg@5", "ndcg@10", "ndcg@20")
 # RLMRec (WWW 2024) Table 1, test, mean of 5 seeds on GPU: R@5 R@10 R@20 N@5 N@10 N@20.
@@ -174,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.data_dir is None)
+    made = provenance("experiments.reproduce", sys.argv[1:] if argv is None else argv)
     rows = []
     for seed in args.seeds:
         cfg = config_lib.build_config(args.dataset, args.backbone, "none", {"train.seed": seed})
@@ -195,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             result["wall_seconds"] = time.perf_counter() - t0
             done.write_text(json.dumps(result, indent=2) + "\n")
+        if "provenance" not in result:  # how and where this seed's run was made
+            result["provenance"] = {**made, "config": config_lib.to_dict(cfg)}
+            done.write_text(json.dumps(result, indent=2) + "\n")
         rows.append(result)
         print(
             f"seed {seed}: best epoch {result['best_epoch']}, test recall@20 "
@@ -214,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         f"({data.n_users} users, {data.n_items} items, {data.train.users.shape[0]} train "
         f"interactions); {os.cpu_count()} CPU cores, {platform.machine()}; "
         "reference hyper-parameters; test metrics of the best validation state.",
+        "",
+        "Made by `" + made["command"] + "` at commit `" + made["commit"] + "`; each seed's "
+        "resolved config, commit and machine are in the JSON beside this file.",
         "",
         header,
         "|---|" + "---:|" * (len(METRICS) + 3),

@@ -28,8 +28,8 @@ def _params_and_data(cfg):
     from darec_jax.train.trainer import load_data
 
     data = load_data(cfg)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    return data, fns, arrays, params, opt_state
+    fns, arrays, state = make_step_functions(cfg, data)
+    return data, fns, arrays, state.params
 
 
 def export_run(workdir: str | Path, out: str | Path, which: str = "best") -> Path:
@@ -49,7 +49,7 @@ def evaluate_state_dict(
     from darec_jax.interop import from_state_dict, load_state_dict
 
     state_dict = load_state_dict(path)
-    data, fns, arrays, template, _ = _params_and_data(cfg)
+    data, fns, arrays, template = _params_and_data(cfg)
     params = from_state_dict(cfg, state_dict, template)
     split = "test" if split == "test" else "val"
     task = prepare_split(data, split, cfg.eval.user_chunk)

@@ -1,8 +1,9 @@
 """Train a few epochs on one device and on fake-device meshes; save what each produced.
 
-Run as a script, in a fresh process, so that the fake CPU devices exist before JAX starts::
+Run as a script, in a fresh process, so that the fake CPU devices exist before JAX starts its
+backends (``chex.set_n_cpu_devices(8)`` below, the first thing the script does)::
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python tests/multidevice_worker.py OUT
+    python tests/multidevice_worker.py OUT
 
 For LightGCN and DaRec-on-LightGCN and for each layout — one device (no mesh), and meshes
 (data × model) 8×1, 1×8 and 2×4 (the model axis splits the user and item tables by rows), and
@@ -18,7 +19,9 @@ import contextlib
 import os
 import sys
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+import chex
+
+chex.set_n_cpu_devices(8)  # sets --xla_force_host_platform_device_count, keeps other XLA_FLAGS
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -58,15 +61,16 @@ def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
     shape = LAYOUTS[layout]
     mesh = None if shape is None else make_mesh(*shape)
     with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
-        fns, arrays, params, opt_state = make_step_functions(cfg, data, mesh)
+        fns, arrays, train_state = make_step_functions(cfg, data, mesh)
+        params = train_state.params
         out: dict[str, np.ndarray] = {}
         out["user_table_shards"] = np.asarray(_distinct_shards(params["backbone"]["user_emb"]))
         losses = []
         for epoch in range(EPOCHS):
             key = epoch_key(cfg.train.seed, epoch)
-            state = fns.jit_method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
-            params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, key, state)
+            train_state, terms = fns.jit_epoch(train_state, arrays, key)
             losses.append([float(terms[k]) for k in sorted(terms)])
+        params = train_state.params
         out["losses"] = np.asarray(losses)
         out["term_names"] = np.asarray(sorted(terms))
         after = _distinct_shards(params["backbone"]["user_emb"])
@@ -80,9 +84,8 @@ def run(method: str, layout: str, data) -> dict[str, np.ndarray]:
             out["metric_" + name] = np.asarray(value)
         out["compiles_epoch"] = np.asarray(fns.jit_epoch._cache_size())
         # The partitioned program: cross-device reductions appear once the work is split.
-        hlo = fns.jit_epoch.lower(params, opt_state, arrays, key, state).compile().as_text()
+        hlo = fns.jit_epoch.lower(train_state, arrays, key).compile().as_text()
         out["all_reduces_epoch"] = np.asarray(hlo.count(" all-reduce("))
-        out["compiles_epoch_state"] = np.asarray(fns.jit_method_epoch_state._cache_size())
         out["compiles_scoring"] = np.asarray(fns.jit_scoring_embeddings._cache_size())
     return out
 

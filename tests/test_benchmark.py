@@ -169,8 +169,8 @@ def test_alignment_flops_are_the_projections_counted():
     cfg = config_lib.build_config(
         "synthetic", "lightgcn", "rlmrec-con", {"train.batch_size": batch}
     )
-    fns, arrays, params, _ = make_step_functions(cfg, data)
-    work = benchmark.alignment_work(fns, arrays, params, repeats=1)
+    fns, arrays, state = make_step_functions(cfg, data)
+    work = benchmark.alignment_work(fns, arrays, state.params, repeats=1)
     d = cfg.model.embedding_size
     hidden = (llm + d) // 2
     rows = n + 2 * batch  # all users, the batch's positives and negatives (2B < I)

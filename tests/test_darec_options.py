@@ -51,15 +51,19 @@ def _losses(workdir):
 def test_recluster_every_keeps_the_clusters_between_reclusterings(data, tmp_path):
     cfg = _cfg(**{"darec.recluster_every": 3})
     train_and_evaluate(cfg, tmp_path / "run", data=data, progress=False, log=lambda _: None)
-    # The same schedule by hand: clusters from epochs 0, 3, 6, kept in between.
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    # The same schedule by hand: clusters from epochs 0, 3, 6 (computed from the parameters at
+    # the epoch's start with the epoch's clustering key), kept in between.
+    fns, arrays, train_state = make_step_functions(cfg, data)
     by_hand, state, states = [], None, []
     for epoch in range(cfg.train.epochs):
         key = epoch_key(cfg.train.seed, epoch)
         if epoch % 3 == 0:
-            state = fns.jit_method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
+            k_method_state = jax.random.split(key, 3)[2]
+            state = fns.jit_method_epoch_state(train_state.params, arrays, k_method_state)
             states.append(state)
-        params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, key, state)
+        train_state, terms = fns.jit_epoch(train_state, arrays, key)
+        for name, value in state.items():  # the epoch ran with exactly these clusters
+            np.testing.assert_array_equal(np.asarray(train_state.method_state[name]), value)
         by_hand.append({k: float(v) for k, v in terms.items()})
     assert _losses(tmp_path / "run") == by_hand
     # Reclustering does change the assignments (so keeping them is observable).
@@ -102,20 +106,22 @@ def test_matched_assignment_pairs_clusters_one_to_one():
 
 def test_matched_state_and_training(data):
     cfg = _cfg(**{"darec.local_assign": "matched"})
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
-    state = fns.jit_method_epoch_state(params, arrays, jax.random.key(0))
+    fns, arrays, train_state = make_step_functions(cfg, data)
+    state = fns.jit_method_epoch_state(train_state.params, arrays, jax.random.key(0))
     assert set(state) == {"user_assign", "user_assign_llm", "item_assign", "item_assign_llm"}
     for name, n in (("user", data.n_users), ("item", data.n_items)):
         for suffix in ("", "_llm"):
             a = np.asarray(state[f"{name}_assign{suffix}"])
             assert a.shape == (n,) and a.min() >= 0 and a.max() < 4
-    params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, jax.random.key(1), state)
+    train_state, terms = fns.jit_epoch(train_state, arrays, jax.random.key(1))
+    assert set(train_state.method_state) == set(state)
     assert np.isfinite(float(terms["local"])) and float(terms["local"]) > 0
 
 
 def test_disentangled_scoring_ranks_with_the_heads(data):
     cfg = _cfg(**{"darec.score_on": "disentangled"})
-    fns, arrays, params, _ = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
+    params = state.params
     su, si = fns.jit_scoring_embeddings(params, arrays)
     fu, fi = fns.eval_embeddings(params, arrays)
     h = 2 * cfg.model.embedding_size
@@ -123,8 +129,8 @@ def test_disentangled_scoring_ranks_with_the_heads(data):
     base = config_lib.build_config(
         "synthetic", "lightgcn", "darec", {"model.layer_num": 2, "train.seed": 5}
     )
-    bfns, _, bparams, _ = make_step_functions(base, data)
-    bu, _ = bfns.scoring_embeddings(bparams, arrays)
+    bfns, _, bstate = make_step_functions(base, data)
+    bu, _ = bfns.scoring_embeddings(bstate.params, arrays)
     np.testing.assert_array_equal(np.asarray(bu), np.asarray(fu))  # backbone: F itself
 
 

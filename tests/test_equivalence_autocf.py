@@ -8,6 +8,7 @@ resample step followed by a step that reuses its graphs (fix_steps > 1). DaRec's
 assignments and pair subsets are injected too.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 
 from darec_jax import config as config_lib
 from darec_jax.models import autocf as jax_autocf
-from darec_jax.train.step import epoch_key, make_step_functions
+from darec_jax.train.step import StepInputs, epoch_key, make_step_functions
 from tests.equivalence import DAREC_K as K
 from tests.equivalence import DARECS, HEADS, assert_rel_close, padded_batch
 from tests.toy import random_dataset, with_llm_embeddings
@@ -96,7 +97,8 @@ def _pairs(model, method, tree):
 def _setup(method, overrides=None):
     data = _data()
     cfg = _config(method, overrides)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
+    params, opt_state = state.params, state.opt_state
     model, _ = build_reference(cfg, data)
     pairs = _pairs(model, method, params)
     assert len(pairs) == len(list(model.parameters())) == len(jax.tree.leaves(params))
@@ -193,8 +195,9 @@ def _jax_step(fns, arrays):
     and the Adam update (as ``StepFunctions.step``), compiled once for both steps of a test."""
 
     def run(params, opt_state, step_state, step_index, batch, draws):
-        step_state = fns.backbone(params).update_step_state(step_state, step_index, draws, arrays)
-        draws = {**draws, **step_state}
+        backbone = fns.backbone(params)
+        step_state = backbone.update_step_state(step_state, step_index, draws.backbone, arrays)
+        draws = draws.replace(carry=step_state)
         fu, fi, _ = fns.train_embeddings(params, arrays, draws)
         (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(
             params, arrays, batch, draws
@@ -228,6 +231,14 @@ def _compare_step(model, trainer, method, ref_in, ours):
     trainer.step_in_epoch += 1
     for k, (t, p) in enumerate(_pairs(model, method, new_params)):
         assert_rel_close(p, t.detach().numpy(), f"adam {k}")
+
+
+def _inputs(backbone: dict, method: dict) -> StepInputs:
+    """Our step inputs from the backbone's draws and the method's (cluster assignments, the
+    method's per-epoch state, apart from its per-step draws)."""
+    epoch_state = {k: v for k, v in method.items() if k.endswith("_assign")}
+    draws = {k: v for k, v in method.items() if k not in epoch_state}
+    return StepInputs(backbone=backbone, method=draws, epoch_state=epoch_state)
 
 
 def _darec_draws(rng, data, n_real, size):
@@ -295,7 +306,7 @@ def test_two_steps_terms_gradients_and_adam(method, overrides):
     ours_m, theirs_m = method_draws(45, 64)
     anc, pos, neg, batch = _batch(data, 45, 64, seed=0)
     init = fns.backbone(params).init_step_state(arrays)
-    ours = run(params, opt_state, init, jnp.int32(0), batch, {**draws, **ours_m})
+    ours = run(params, opt_state, init, jnp.int32(0), batch, _inputs(draws, ours_m))
     state, (fu, fi), _, terms, _, params, opt_state = ours
     assert bool(state[jax_autocf.RESAMPLED]) and float(terms["infomax"]) != 0.0
 
@@ -313,11 +324,11 @@ def test_two_steps_terms_gradients_and_adam(method, overrides):
     _, fresh = _resample_draws(model, seed=3)
     ours_m, theirs_m = method_draws(40, 64)
     anc, pos, neg, batch = _batch(data, 40, 64, seed=1)
-    ours = run(params, opt_state, state, jnp.int32(1), batch, {**fresh, **ours_m})
+    ours = run(params, opt_state, state, jnp.int32(1), batch, _inputs(fresh, ours_m))
     state1, _, _, terms, _, params, _ = ours
     assert not bool(state1[jax_autocf.RESAMPLED]) and float(terms["infomax"]) == 0.0
-    for key in jax_autocf.GRAPH_KEYS:
-        np.testing.assert_array_equal(np.asarray(state1[key]), np.asarray(state[key]))
+    graphs = [{key: s[key] for key in jax_autocf.GRAPH_KEYS} for s in (state1, state)]
+    chex.assert_trees_all_equal(*graphs)
     _compare_step(model, trainer, method, (anc, pos, neg, None, theirs_m), ours)
     assert run._cache_size() == 1
 
@@ -342,23 +353,16 @@ def test_darec_epoch_compiles_once_and_trains_with_finite_terms():
     overrides = {"train.batch_size": 32, "darec.num_clusters": 4, "darec.pair_sample": 0}
     cfg = _config("darec", overrides)
     data = _data()
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
     assert fns.n_batches >= 3  # resample steps 0 and 2, step 1 reuses
-    rng = np.random.default_rng(0)
-    for epoch in range(2):
-        # Given cluster assignments (as the trainer passes its k-means state) keep this short.
-        clusters = {
-            "user_assign": jnp.asarray(rng.integers(0, 4, data.n_users), jnp.int32),
-            "item_assign": jnp.asarray(rng.integers(0, 4, data.n_items), jnp.int32),
-        }
-        params, opt_state, terms = fns.jit_epoch(
-            params, opt_state, arrays, epoch_key(cfg.train.seed, epoch), clusters
-        )
+    for epoch in range(2):  # each epoch clusters first (k-means), then trains
+        state, terms = fns.jit_epoch(state, arrays, epoch_key(cfg.train.seed, epoch))
         assert all(np.isfinite(float(v)) for v in terms.values()), terms
         assert float(terms["infomax"]) != 0.0 and float(terms["cl"]) != 0.0
     assert fns.jit_epoch._cache_size() == 1
     assert {"orth", "unif", "global", "local"} <= set(terms)
-    fu, fi = fns.jit_scoring_embeddings(params, arrays)
+    assert set(state.method_state) == {"user_assign", "item_assign"}
+    fu, fi = fns.jit_scoring_embeddings(state.params, arrays)
     assert np.isfinite(np.asarray(fu)).all() and np.isfinite(np.asarray(fi)).all()
 
 

@@ -15,11 +15,17 @@ import pytest
 
 from darec_jax import config as config_lib
 from darec_jax.graph import edge_permutation
-from darec_jax.train.step import make_step_functions
+from darec_jax.train.step import StepInputs, make_step_functions
 from tests.equivalence import DAREC_K as K
-from tests.equivalence import DARECS, HEADS, assert_rel_close, injected_uniforms, padded_batch
+from tests.equivalence import (
+    DARECS,
+    HEADS,
+    assert_first_adam_step_close,
+    assert_rel_close,
+    injected_uniforms,
+    padded_batch,
+)
 from tests.test_equivalence_gccf_sgl_simgcl import (
-    _assert_first_adam_step_close,
     _config,
     _data,
     _mlp_pairs,
@@ -93,14 +99,15 @@ def _setup(backbone, **overrides):
         cfg = config_lib.apply_overrides(cfg, overrides)
     else:
         cfg = _config(backbone, "darec", **{**DARECS, **overrides})
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
+    params = state.params
     model, adj = _reference(cfg, data)
     pairs = _pairs(model, cfg, params)
     assert len(pairs) == len(list(model.parameters())) == len(jax.tree.leaves(params))
     with torch.no_grad():
         for dst, src in pairs:
             dst.copy_(torch.from_numpy(np.array(src)))
-    return cfg, data, fns, arrays, params, opt_state, model, adj
+    return cfg, data, fns, arrays, params, state, model, adj
 
 
 @pytest.mark.parametrize(
@@ -113,7 +120,7 @@ def _setup(backbone, **overrides):
     ],
 )
 def test_darec_terms_gradients_and_adam_step(backbone, overrides):
-    cfg, data, fns, arrays, params, opt_state, model, adj = _setup(backbone, **overrides)
+    cfg, data, fns, arrays, params, state, model, adj = _setup(backbone, **overrides)
     rng = np.random.default_rng(2)
     n_real, size = 45, 64
     k = rng.integers(0, data.train.users.shape[0], n_real)
@@ -121,18 +128,23 @@ def test_darec_terms_gradients_and_adam_step(backbone, overrides):
     pos = data.train.items[k].astype(np.int64)
     neg = rng.integers(0, data.n_items, n_real).astype(np.int64)
     batch = padded_batch(anc, pos, neg, size)
-    draws, kwargs = _backbone_draws(cfg, data, arrays, adj)
+    backbone_draws, kwargs = _backbone_draws(cfg, data, arrays, adj)
     user_assign = rng.integers(0, K, data.n_users)
     item_assign = rng.integers(0, K, data.n_items)
     user_subset = rng.choice(n_real, 20, replace=False)
     item_subset = rng.choice(2 * n_real, 20, replace=False)
     # Our item set is [pos (64 rows) ; neg (64 rows)]; the reference's is [pos (45) ; neg (45)].
     item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
-    draws.update(
-        user_assign=jnp.asarray(user_assign, jnp.int32),
-        item_assign=jnp.asarray(item_assign, jnp.int32),
-        user_subset=jnp.asarray(user_subset, jnp.int32),
-        item_subset=jnp.asarray(item_subset_jax, jnp.int32),
+    draws = StepInputs(
+        backbone=backbone_draws,
+        method={
+            "user_subset": jnp.asarray(user_subset, jnp.int32),
+            "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
+        },
+        epoch_state={
+            "user_assign": jnp.asarray(user_assign, jnp.int32),
+            "item_assign": jnp.asarray(item_assign, jnp.int32),
+        },
     )
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     model.zero_grad()
@@ -152,11 +164,11 @@ def test_darec_terms_gradients_and_adam_step(backbone, overrides):
     assert_rel_close(total, rtotal.item(), "total")
     for idx, (t, g) in enumerate(_pairs(model, cfg, grads)):
         assert_rel_close(g, t.grad.numpy(), f"grad {idx}")
-    new_params, _, _ = fns.step(params, opt_state, arrays, batch, draws)
+    new_params = fns.step(state, arrays, batch, draws)[0].params
     ref.make_optimizer(model, lr=cfg.train.lr).step()
     steps = zip(_pairs(model, cfg, new_params), _pairs(model, cfg, grads), strict=True)
     for idx, ((t, p), (_, g)) in enumerate(steps):
-        _assert_first_adam_step_close(p, t.detach().numpy(), g, t.grad.numpy(), cfg.train.lr, idx)
+        assert_first_adam_step_close(p, t.detach().numpy(), g, t.grad.numpy(), cfg.train.lr, idx)
     # Ranking vectors after the step (F, or [f_sp(F) ‖ f_sh(F)] when disentangled).
     su, si = fns.scoring_embeddings(new_params, arrays)
     with torch.no_grad():

@@ -13,7 +13,7 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.eval import evaluate_embeddings, metrics_from_scores, prepare_ranking
 from darec_jax.graph import edge_permutation
-from darec_jax.train.step import make_step_functions
+from darec_jax.train.step import StepInputs, make_step_functions
 from tests.equivalence import assert_rel_close, injected_uniforms, padded_batch
 from tests.toy import SHARED_DATA, random_dataset
 
@@ -40,7 +40,8 @@ def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment
             "model.spmm_block_edges": 40,
         },
     )
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
+    params = state.params
     adj = ref.normalized_adjacency(data.n_users, data.n_items, data.train.users, data.train.items)
     model = ref.LightGCNRef(data.n_users, data.n_items, adj, 32, layer_num, reg_weight, keep_rate)
     # Load the same weights into both: the JAX initialisation goes into the torch module.
@@ -49,13 +50,13 @@ def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment
         model.item_embeds.copy_(torch.from_numpy(np.array(params["backbone"]["item_emb"])))
     rows, cols, values = ref.adjacency_edges(adj)
     perm = edge_permutation(arrays.graph, rows, cols)  # reference entry k -> our edge perm[k]
-    return cfg, fns, arrays, params, opt_state, model, perm, values
+    return cfg, fns, arrays, params, state, model, perm, values
 
 
 def test_normalised_graph_equals_reference(toy_data):
     _, _, arrays, _, _, _, perm, values = _setup(toy_data)
-    assert perm.shape[0] == arrays.graph.edges.shape[0]  # same edge set, both directions
-    assert_rel_close(np.asarray(arrays.graph.edges)[perm], values, "edge weights", rtol=1e-7)
+    assert perm.shape[0] == arrays.graph.n_edges  # same edge set, both directions
+    assert_rel_close(np.asarray(arrays.graph.weights)[perm], values, "edge weights", rtol=1e-7)
 
 
 def _batch(data, size, seed):
@@ -73,10 +74,10 @@ def _batch(data, size, seed):
 def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, spmm_impl):
     """Every execution of the graph products (see model.spmm_impl) gives the reference's numbers."""
     data = toy_data
-    cfg, fns, arrays, params, opt_state, model, perm, _ = _setup(
+    cfg, fns, arrays, params, state, model, perm, _ = _setup(
         data, layer_num, keep_rate, spmm_impl=spmm_impl
     )
-    assert (arrays.plan is None) == (spmm_impl == "segment_sum")
+    assert arrays.graph.impl == spmm_impl
     anc, pos, neg = _batch(data, 50, seed=layer_num)
     u_ref, u_jax = injected_uniforms(perm, seed=layer_num)  # same draw, same directed entry
     uniforms = None if keep_rate == 1.0 else jnp.asarray(u_jax)
@@ -85,14 +86,14 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     batch = padded_batch(anc, pos, neg, 64)
 
     # Propagated training embeddings.
-    fu, fi = fns.train_embeddings(params, arrays, {"uniforms": uniforms})[:2]
+    fu, fi = fns.train_embeddings(params, arrays, StepInputs(backbone={"uniforms": uniforms}))[:2]
     dropped = model.edge_drop(model.adj, u_ref if keep_rate < 1 else None)
     ru, ri = model(dropped)
     assert_rel_close(fu, ru.detach().numpy(), "train F_u")
     assert_rel_close(fi, ri.detach().numpy(), "train F_i")
 
     # Each loss term, then the gradients.
-    draws = {} if uniforms is None else {"uniforms": uniforms}
+    draws = StepInputs(backbone={} if uniforms is None else {"uniforms": uniforms})
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     model.zero_grad()
     rtotal, rterms = model.cal_loss(
@@ -109,7 +110,7 @@ def test_forward_loss_gradients_and_adam_step(toy_data, layer_num, keep_rate, sp
     assert_rel_close(grads["backbone"]["item_emb"], model.item_embeds.grad.numpy(), "grad item_emb")
 
     # One Adam step.
-    new_params, _, _ = fns.step(params, opt_state, arrays, batch, draws)
+    new_params = fns.step(state, arrays, batch, draws)[0].params
     optim = ref.make_optimizer(model, lr=cfg.train.lr)
     optim.step()
     assert_rel_close(
@@ -177,7 +178,7 @@ def test_real_yelp_graph_and_forward_equal_reference(spmm_impl):
     data = load_rlmrec_folder(SHARED_DATA / "yelp", name="yelp")
     _, fns, arrays, params, _, model, perm, values = _setup(data, layer_num=3, spmm_impl=spmm_impl)
     assert perm.shape[0] == 2 * 166620
-    assert_rel_close(np.asarray(arrays.graph.edges)[perm], values, "yelp weights", rtol=1e-7)
+    assert_rel_close(np.asarray(arrays.graph.weights)[perm], values, "yelp weights", rtol=1e-7)
     fu, fi = fns.eval_embeddings(params, arrays)
     with torch.no_grad():
         ru, ri = model.eval_embeddings()

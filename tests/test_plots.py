@@ -56,8 +56,8 @@ def test_darec_spaces_and_clusters():
     from darec_jax.train.trainer import load_data
 
     cfg = config_lib.build_config("synthetic", "gccf", "darec", TINY)
-    fns, arrays, params, _ = make_step_functions(cfg, load_data(cfg))
-    spaces = plots.darec_spaces(fns, params, arrays, jax.random.key(0))
+    fns, arrays, state = make_step_functions(cfg, load_data(cfg))
+    spaces = plots.darec_spaces(fns, state.params, arrays, jax.random.key(0))
     for side, n in (("user", 150), ("item", 100)):
         views, assign = spaces[side]
         assert list(views) == ["CF-specific", "CF-shared", "LLM-specific", "LLM-shared"]

@@ -2,6 +2,7 @@
 
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -65,21 +66,21 @@ def _tiny_config(**overrides):
 def test_epoch_scan_trains_and_matches_step_loop(toy_data):
     """The compiled epoch is the same computation as its steps run one by one."""
     cfg = _tiny_config()
-    fns, arrays, params, opt_state = make_step_functions(cfg, toy_data)
+    fns, arrays, state = make_step_functions(cfg, toy_data)
     key = epoch_key(cfg.train.seed, 0)
-    k_batches, k_steps = jax.random.split(key)
+    k_batches, k_steps, _ = jax.random.split(key, 3)  # batches, steps, method state
     batches = fns.epoch_batches(k_batches, arrays)
     step_keys = jax.random.split(k_steps, fns.n_batches)
-    p, o = params, opt_state
+    by_step = state
     for b in range(fns.n_batches):
         batch = jax.tree.map(lambda x, b=b: x[b], batches)
-        draws = fns.draw_step_randomness(params, step_keys[b], arrays)
-        p, o, _ = fns.jit_step(p, o, arrays, batch, draws)
+        inputs = fns.draw_step_inputs(by_step.params, step_keys[b], arrays, batch)
+        by_step, _ = fns.jit_step(by_step, arrays, batch, inputs)
     # Padded final batch: only real rows are counted.
     assert float(batches.valid.sum()) == fns.n_interactions
-    p_scan, _, terms = fns.jit_epoch(params, opt_state, arrays, key)
-    for a, b in zip(jax.tree.leaves(p), jax.tree.leaves(p_scan), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    scanned, terms = fns.jit_epoch(state, arrays, key)
+    chex.assert_trees_all_close(by_step.params, scanned.params, rtol=1e-5, atol=1e-7)
+    assert int(scanned.epoch) == 1 and int(scanned.step) == int(by_step.step) == fns.n_batches
     assert set(terms) == {"loss", "bpr", "reg"}
 
 
@@ -135,11 +136,9 @@ def test_resume_gives_identical_results(toy_data, tmp_path):
 
 def test_jitted_functions_compile_once(toy_data, tmp_path):
     cfg = _tiny_config(**{"train.epochs": "7"})
-    fns, arrays, params, opt_state = make_step_functions(cfg, toy_data)
+    fns, arrays, state = make_step_functions(cfg, toy_data)
     for epoch in range(3):
-        params, opt_state, _ = fns.jit_epoch(
-            params, opt_state, arrays, epoch_key(cfg.train.seed, epoch)
-        )
+        state, _ = fns.jit_epoch(state, arrays, epoch_key(cfg.train.seed, epoch))
     assert fns.jit_epoch._cache_size() == 1
 
 

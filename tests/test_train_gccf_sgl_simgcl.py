@@ -39,17 +39,18 @@ def test_darec_trains_on_each_backbone_and_its_epoch_compiles_once(backbone):
         "darec.pair_sample": 20,
     }
     cfg = config_lib.build_config("synthetic", backbone, "darec", overrides)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
+    params = state.params
     model = fns.backbone(params)
     assert jax.tree.leaves(params["method"])  # the heads exist at the backbone's final width
     assert params["method"]["cf_specific"]["w1"].shape[1] == model.final_dim
     assert data.train.users.shape[0] % 64 != 0  # the last batch is padded
     before = jax.tree.map(np.array, params)
     for epoch in range(2):
-        params, opt_state, terms = fns.jit_epoch(
-            params, opt_state, arrays, epoch_key(cfg.train.seed, epoch)
-        )
+        state, terms = fns.jit_epoch(state, arrays, epoch_key(cfg.train.seed, epoch))
     assert fns.jit_epoch._cache_size() == 1
+    assert int(state.epoch) == 2 and int(state.step) == 2 * fns.n_batches
+    params = state.params
     expected = {"loss", "bpr", "reg", *model.term_names, *fns.method.term_names}
     assert set(terms) == expected
     assert all(np.isfinite(float(v)) for v in terms.values()), terms

@@ -76,9 +76,9 @@ class _Sides:
 
         self.cfg, self.data = cfg, data
         self.rng = np.random.default_rng(seed)
-        self.fns, self.arrays, self.params, self.opt_state = make_step_functions(cfg, data)
+        self.fns, self.arrays, self.state = make_step_functions(cfg, data)
         self.model, adj = build_reference(cfg, data)
-        state = to_state_dict(cfg, self.params)
+        state = to_state_dict(cfg, self.state.params)
         for name, delta in (perturb or {}).items():
             if name not in state:
                 raise ValueError(f"--perturb: no parameter {name!r}; valid: {', '.join(state)}")
@@ -86,7 +86,7 @@ class _Sides:
         load_rlmrec_state_dict(self.model, state)
         self.optimizer = make_optimizer(self.model, lr=cfg.train.lr)
         self.backbone_name, self.method_name = cfg.model.backbone, cfg.method
-        self.step_state = self.fns.backbone(self.params).init_step_state(self.arrays)
+        self.carry = self.fns.backbone(self.state.params).init_step_state(self.arrays)
         if self.backbone_name in ("lightgcn", "sgl"):
             from darec_jax.graph import edge_permutation
 
@@ -107,12 +107,17 @@ class _Sides:
         ours[self.perm] = ref
         return torch.from_numpy(ref), ours
 
-    def draws(self, n_real: int, size: int, step_index: int) -> tuple[dict, dict, dict]:
-        """(our draws, the reference backbone's keyword draws, the method's keyword draws)."""
+    def draws(self, n_real: int, size: int, step_index: int) -> tuple[Any, dict, dict]:
+        """(our StepInputs, the reference backbone's keyword draws, the method's keyword
+        draws)."""
         import jax.numpy as jnp
 
+        from darec_jax.train.step import StepInputs
+
         cfg, m = self.cfg, self.cfg.model
-        ours: dict[str, Any] = {}
+        ours: dict[str, Any] = {}  # our backbone's draws
+        ours_method: dict[str, Any] = {}
+        ours_epoch: dict[str, Any] = {}
         backbone: dict[str, Any] = {}
         method: dict[str, Any] = {}
         name = self.backbone_name
@@ -153,7 +158,7 @@ class _Sides:
             n_nodes = self.data.n_users + self.data.n_items
             seeds = self.rng.choice(n_nodes, self.fns.method.n_seeds, replace=False)
             method["seeds"] = torch.from_numpy(seeds.astype(np.int64))
-            ours["seeds"] = jnp.asarray(seeds, jnp.int32)
+            ours_method["seeds"] = jnp.asarray(seeds, jnp.int32)
         if self.method_name == "darec":
             d = cfg.darec
             names = ["user_assign", "item_assign"]
@@ -162,7 +167,7 @@ class _Sides:
             for key in names:
                 n = self.data.n_users if key.startswith("user") else self.data.n_items
                 a = self.rng.integers(0, d.num_clusters, n)
-                method[key], ours[key] = torch.from_numpy(a), jnp.asarray(a, jnp.int32)
+                method[key], ours_epoch[key] = torch.from_numpy(a), jnp.asarray(a, jnp.int32)
             if d.pair_sample:
                 users = self.rng.choice(n_real, min(d.pair_sample, n_real), replace=False)
                 items = self.rng.choice(2 * n_real, min(d.pair_sample, 2 * n_real), replace=False)
@@ -171,35 +176,35 @@ class _Sides:
                 items_ours = np.where(items < n_real, items, items - n_real + size)
                 method["user_subset"] = torch.from_numpy(users)
                 method["item_subset"] = torch.from_numpy(items)
-                ours["user_subset"] = jnp.asarray(users, jnp.int32)
-                ours["item_subset"] = jnp.asarray(items_ours, jnp.int32)
-        return ours, backbone, method
+                ours_method["user_subset"] = jnp.asarray(users, jnp.int32)
+                ours_method["item_subset"] = jnp.asarray(items_ours, jnp.int32)
+        inputs = StepInputs(backbone=ours, method=ours_method, epoch_state=ours_epoch)
+        return inputs, backbone, method
 
     # ------------------------------------------------------------------ the two steps
 
-    def _jax_step(self, params, opt_state, step_state, step_index, batch, draws, ref_grads, arrays):
+    def _jax_step(self, state, carry, step_index, batch, inputs, ref_grads, arrays):
+        """Our step as the epoch takes it (carry updated, then loss, gradient and Adam), with
+        the gradients and the Adam update the reference's gradients would give."""
         import jax
         import jax.numpy as jnp
         import optax
 
+        params, opt_state = state.params, state.opt_state
         backbone = self.fns.backbone(params)
-        step_state = backbone.update_step_state(step_state, step_index, draws, arrays)
-        draws = {**draws, **step_state}
+        carry = backbone.update_step_state(carry, step_index, inputs.backbone, arrays)
+        inputs = inputs.replace(carry=carry)
         (_, terms), grads = jax.value_and_grad(self.fns.loss, has_aux=True)(
-            params, arrays, batch, draws
+            params, arrays, batch, inputs
         )
         updates, new_opt = self.fns.optimizer.update(grads, opt_state, params)
         # Our optimiser's update from the reference's gradients, from the same state.
         ref_updates, _ = self.fns.optimizer.update(ref_grads, opt_state, params)
         amplification = jax.tree.map(lambda a, b: jnp.abs(a - b), updates, ref_updates)
-        return (
-            optax.apply_updates(params, updates),
-            new_opt,
-            step_state,
-            terms,
-            grads,
-            amplification,
+        new_state = state.replace(
+            params=optax.apply_updates(params, updates), opt_state=new_opt, step=state.step + 1
         )
+        return new_state, carry, terms, grads, amplification
 
     def reference_step(self, anc, pos, neg, backbone_draws, method_draws):
         """zero_grad → loss → backward; returns (terms, grads by reference name). The optimiser
@@ -241,13 +246,13 @@ class _Sides:
         adam = [
             s
             for s in jax.tree.leaves(
-                self.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
+                self.state.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState)
             )
             if isinstance(s, optax.ScaleByAdamState)
         ]
         if len(adam) != 1:
             raise ValueError("expected one Adam state in the optimiser state")
-        values = to_state_dict(self.cfg, self.params)
+        values = to_state_dict(self.cfg, self.state.params)
         mu = to_state_dict(self.cfg, adam[0].mu)
         nu = to_state_dict(self.cfg, adam[0].nu)
         for name, param in self.model.named_parameters():
@@ -281,8 +286,10 @@ def compare_training(
         metric_atol: absolute tolerance of the final validation metrics.
         perturb: {reference name: value added to every entry} of the reference's initial
             weights (to see the comparison fail).
-        resync: after each step's checks, copy our parameters and Adam moments into the
-            reference, so that every step is compared from one state (a step's errors are then
+        resync: after each step's term, gradient and parameter checks, copy our parameters and
+            Adam moments into the reference, so that the scoring embeddings (and, after the last
+            step, the metrics) are compared on one set of weights and every step starts from one
+            state (a step's errors are then
             that step's, not the float32 drift of two trajectories: Adam's division by
             sqrt(v) + ε makes entries with gradients near ε diverge chaotically). False lets the
             two trajectories run free.
@@ -327,16 +334,15 @@ def compare_training(
             neg=jnp.asarray(np.r_[neg, np.zeros(pad, np.int64)], jnp.int32),
             valid=jnp.asarray(np.r_[np.ones(n_real), np.zeros(pad)], jnp.float32),
         )
-        ours_draws, backbone_draws, method_draws = sides.draws(n_real, size, step - 1)
+        ours_inputs, backbone_draws, method_draws = sides.draws(n_real, size, step - 1)
         ref_terms, ref_grads = sides.reference_step(anc, pos, neg, backbone_draws, method_draws)
-        ref_grad_tree = from_state_dict(cfg, ref_grads, sides.params)
-        new_params, new_opt, new_state, terms, grads, amplification = sides._step(
-            sides.params,
-            sides.opt_state,
-            sides.step_state,
+        ref_grad_tree = from_state_dict(cfg, ref_grads, sides.state.params)
+        new_state, new_carry, terms, grads, amplification = sides._step(
+            sides.state,
+            sides.carry,
             jnp.int32(step - 1),
             batch,
-            ours_draws,
+            ours_inputs,
             ref_grad_tree,
             sides.arrays,
         )
@@ -346,8 +352,8 @@ def compare_training(
         our_grads = to_state_dict(cfg, grads)
         for name, value in ref_grads.items():
             add(step, "grad", name, our_grads[name], value)
-        sides.params, sides.opt_state, sides.step_state = new_params, new_opt, new_state
-        ours_now = to_state_dict(cfg, new_params)
+        sides.state, sides.carry = new_state, new_carry
+        ours_now = to_state_dict(cfg, new_state.params)
         amp = to_state_dict(cfg, amplification)
         with torch.no_grad():
             theirs_now = {
@@ -355,16 +361,19 @@ def compare_training(
             }
         for name, value in theirs_now.items():
             add(step, "param", name, ours_now[name], value, extra=amp[name].astype(np.float64))
-        su, si = sides.fns.jit_scoring_embeddings(new_params, sides.arrays)
+        if resync:
+            # The step was checked above (parameters, with Adam's derived allowance); the
+            # forward after it is compared on one set of weights, so that entries Adam moved by
+            # that allowance are not counted a second time through the embeddings and metrics.
+            sides.resync()
+        su, si = sides.fns.jit_scoring_embeddings(new_state.params, sides.arrays)
         with torch.no_grad():
             ru, ri = sides.model.eval_embeddings()
         add(step, "embedding", "users (scoring)", su, ru.numpy())
         add(step, "embedding", "items (scoring)", si, ri.numpy())
-        if resync and step < steps:  # the metrics below compare the last step's own results
-            sides.resync()
 
     task = prepare_split(data, "val", cfg.eval.user_chunk)
-    su, si = sides.fns.jit_scoring_embeddings(sides.params, sides.arrays)
+    su, si = sides.fns.jit_scoring_embeddings(sides.state.params, sides.arrays)
     ks = tuple(cfg.eval.ks)
     ours_metrics = evaluate_embeddings(su, si, task, ks, cfg.eval.recall_denominator)
     sides.model.eval()

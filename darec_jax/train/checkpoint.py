@@ -77,3 +77,49 @@ class CheckpointSlot:
 
     def close(self) -> None:
         self._manager.close()
+
+
+class RunCheckpoints:
+    """A run's two slots: ``latest`` (the whole train state, to resume) and ``best`` (the
+    parameters of the best validation state, for the final test and for export).
+
+    Two Orbax managers rather than one with Orbax's own best-checkpoint selection
+    (``best_fn``): that keeps the top checkpoints by metric and drops the newest non-best one,
+    which a resume needs. ``best`` keeps two steps: a process killed between writing a new best
+    and the latest checkpoint leaves a best ahead of the loop state it resumes from; the one
+    before it is still there, and :meth:`restore_best` takes the step the loop state names.
+    """
+
+    def __init__(self, directory: Path):
+        self.latest = CheckpointSlot(Path(directory) / "latest")
+        self.best = CheckpointSlot(Path(directory) / "best", keep=2)
+
+    def save(self, epoch: int, state: Any, loop: dict[str, Any], best_params: Any = None) -> None:
+        """The latest state (and first the best parameters, when ``best_params`` is given)."""
+        meta = {"loop": loop}
+        if best_params is not None:
+            self.best.save(epoch, best_params, meta)
+        self.latest.save(epoch, state, meta)
+
+    def restore_latest(self, template: Any) -> tuple[Any, dict[str, Any]]:
+        """(state, loop record) of the latest checkpoint."""
+        state, meta = self.latest.restore(template)
+        return state, meta["loop"]
+
+    def restore_best(self, best_epoch: int, next_epoch: int, params: Any) -> Any:
+        """The best validation parameters the loop state names (``params``: the restored latest
+        state's, also the template)."""
+        if best_epoch < 0:
+            return params
+        if best_epoch in self.best.all_steps():
+            return self.best.restore(params, step=best_epoch)[0]
+        if best_epoch == next_epoch - 1:  # the latest checkpoint is that state
+            return params
+        raise DarecError(
+            f"the best checkpoint (epoch {best_epoch}) is missing from {self.best.directory}; "
+            "the run cannot be resumed with its early-stopping state"
+        )
+
+    def close(self) -> None:
+        self.latest.close()
+        self.best.close()

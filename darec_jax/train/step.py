@@ -1,20 +1,21 @@
-"""The pure training step and the one-scan epoch.
+"""The train state, the pure training step and the one-scan epoch.
 
-State is explicit: ``params`` (a pure dict ``{"backbone": ..., "method": ...}``; the backbone part
-is merged into the NNX module inside the jitted function), ``opt_state`` (optax) and a PRNG key
-per epoch. Per-step randomness (edge-dropout uniforms, the method's draws) is the ``draws``
-argument of :meth:`StepFunctions.loss`, so tests can inject the reference's draws.
+Everything a run carries from step to step is one pytree, :class:`TrainState` (parameters,
+optimiser state, the method's per-epoch state, counters), and one jitted function advances it by
+an epoch: ``epoch(state, arrays, key) -> (state, mean terms)``. Keys come from named streams
+(:func:`key_streams`), one per purpose. A step's random and carried inputs arrive typed by
+lifetime (:class:`StepInputs`), so tests can inject the reference's draws.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jraph
 import numpy as np
 import optax
 from flax import nnx, struct
@@ -22,42 +23,86 @@ from flax import nnx, struct
 from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.errors import ConfigError
-from darec_jax.graph.bipartite import build_interaction_graph, unique_pairs
-from darec_jax.graph.propagation import BlockPlan, make_block_plan
+from darec_jax.inputs import Batch, TrainArrays, make_train_arrays
 from darec_jax.kernels import native_spmm_available
 from darec_jax.losses.core import l2_reg
 from darec_jax.methods import Method, make_method
 from darec_jax.models import Backbone, make_backbone, static_arrays
-from darec_jax.parallel import DATA, constrain, mesh_size, place, tree_shardings
-from darec_jax.train.sampling import csr_from_pairs, sample_negatives
+from darec_jax.parallel import DATA, constrain, mesh_size, place, replicate, tree_shardings
+from darec_jax.train.sampling import sample_negatives
 
 Params = dict[str, Any]
 
+# The root key of a run is split once into one stream per purpose; nothing draws from the root.
+KEY_STREAMS = ("params", "method_params", "train", "eval")
+
+
+def key_streams(seed: int) -> dict[str, jax.Array]:
+    """{purpose: key} from the run's one seed: ``params`` (the backbone's initial parameters),
+    ``method_params`` (the method's), ``train`` (epoch keys: :func:`epoch_key`), ``eval``
+    (anything drawn for evaluation or figures)."""
+    root = jax.random.key(np.uint32(seed % 2**32))
+    return dict(zip(KEY_STREAMS, jax.random.split(root, len(KEY_STREAMS)), strict=True))
+
+
+def epoch_key(seed: int, epoch: int, rollbacks: int = 0) -> jax.Array:
+    """The key of an epoch: ``fold_in(train stream, epoch)``, a pure function of (seed, epoch), so
+    resumed runs replay it. After a non-finite epoch is rolled back (``rollbacks`` > 0) the epoch
+    is retried with fresh batches and draws: the key is folded again with the rollback count."""
+    key = jax.random.fold_in(key_streams(seed)["train"], epoch)
+    if rollbacks:
+        key = jax.random.fold_in(jax.random.fold_in(key, ROLLBACK_STREAM), rollbacks)
+    return key
+
+
+# Folded into an epoch key before the rollback count (an epoch key is otherwise only split).
+ROLLBACK_STREAM = 1
+
 
 @struct.dataclass
-class TrainArrays:
-    """Device-resident training data (a pytree, passed to jitted functions as an argument)."""
+class TrainState:
+    """What training carries from epoch to epoch, and what a checkpoint saves, as one tree.
 
-    graph: jraph.GraphsTuple
-    users: jax.Array  # [nnz] int32, one training interaction each
-    items: jax.Array  # [nnz] int32
-    indptr: jax.Array  # [U+1] CSR of the training matrix
-    indices: jax.Array  # [nnz] items sorted within each user row
-    plan: BlockPlan | None = None  # blocked graph products (see graph.propagation)
-    user_llm: jax.Array | None = None  # [U, d_L] LLM embeddings (alignment methods only)
-    item_llm: jax.Array | None = None  # [I, d_L]
-    # Backbone-specific static arrays (e.g. GCCF's self-loop graph), see models.static_arrays.
-    extra: dict | None = None
+    params:       ``{"backbone": ..., "method": ...}`` pure dicts of the Flax modules' parameters.
+    opt_state:    optax's state of ``params``.
+    method_state: the method's per-epoch inputs (DaRec's cluster assignments), recomputed
+                  every ``recluster_every`` epochs and kept in between; ``{}`` for other methods.
+    epoch:        int32 [], epochs completed (the index of the next epoch).
+    step:         int32 [], optimiser steps taken.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    method_state: dict
+    epoch: jax.Array
+    step: jax.Array
 
 
 @struct.dataclass
-class Batch:
-    """One batch of (anchor, positive, negative) triples; ``valid`` masks padding rows."""
+class StepInputs:
+    """One step's random and carried inputs, by lifetime.
 
-    users: jax.Array  # [B] int32
-    pos: jax.Array  # [B] int32
-    neg: jax.Array  # [B] int32
-    valid: jax.Array  # [B] float32
+    backbone:    this step's draws of the backbone (edge-dropout uniforms, SimGCL's noise,
+                 AutoCF's sampling uniforms).
+    method:      this step's draws of the method (RLMRec-Gen's mask seeds, DaRec's pair subsets).
+    epoch_state: the method's per-epoch inputs (:attr:`TrainState.method_state`), constant
+                 within an epoch.
+    carry:       the backbone's state carried from step to step within an epoch (AutoCF's
+                 resampled subgraphs), already updated for this step.
+    """
+
+    backbone: dict = dataclasses.field(default_factory=dict)
+    method: dict = dataclasses.field(default_factory=dict)
+    epoch_state: dict = dataclasses.field(default_factory=dict)
+    carry: dict = dataclasses.field(default_factory=dict)
+
+    def for_backbone(self) -> dict:
+        """What the backbone's forward reads: its draws and its carried state."""
+        return {**self.backbone, **self.carry}
+
+    def for_method(self) -> dict:
+        """What the method's terms read: its draws and its per-epoch state."""
+        return {**self.method, **self.epoch_state}
 
 
 def resolve_spmm_impl(cfg: Config, devices: int = 1) -> str:
@@ -82,50 +127,19 @@ def resolve_spmm_impl(cfg: Config, devices: int = 1) -> str:
     return impl
 
 
-def make_train_arrays(
-    data: InteractionData,
-    spmm_impl: str = "segment_sum",
-    block_edges: int = 10_000,
-    with_llm: bool = False,
-    cfg: Config | None = None,
-) -> tuple[TrainArrays, int]:
-    """Graph + binarised training interactions + CSR (+ the backbone's own static arrays when
-    ``cfg`` is given); also the binary-search depth."""
-    graph = build_interaction_graph(data.n_users, data.n_items, data.train.users, data.train.items)
-    plan = None
-    if spmm_impl in ("blocked", "native"):
-        plan = make_block_plan(graph, block_edges, native=spmm_impl == "native")
-    elif spmm_impl == "transposed":  # one block: a sorted segment sum, transposed-graph VJP
-        plan = make_block_plan(graph, max(1, int(graph.senders.shape[0])))
-    users, items = unique_pairs(data.train.users, data.train.items, data.n_items)
-    indptr, indices, search_steps = csr_from_pairs(data.n_users, users, items)
-    arrays = TrainArrays(
-        graph=jax.tree.map(jnp.asarray, graph),
-        users=jnp.asarray(users, jnp.int32),
-        items=jnp.asarray(items, jnp.int32),
-        indptr=jnp.asarray(indptr),
-        indices=jnp.asarray(indices),
-        plan=plan,
-        user_llm=jnp.asarray(data.user_emb, jnp.float32) if with_llm else None,
-        item_llm=jnp.asarray(data.item_emb, jnp.float32) if with_llm else None,
-        extra=None if cfg is None else static_arrays(cfg, data, graph),
-    )
-    return arrays, search_steps
-
-
 def init_model(
     cfg: Config, n_users: int, n_items: int, method: Method, llm_dim: int = 0
 ) -> tuple[nnx.GraphDef, Params]:
-    """Build the backbone and the method's parameters from the seed.
+    """Build the backbone and the method's parameters from their own key streams.
 
     Returns the backbone's graph definition and the parameters as a pure dict
     ``{"backbone": ..., "method": ...}``.
     """
-    model = make_backbone(cfg, n_users, n_items, rngs=nnx.Rngs(params=cfg.train.seed))
+    keys = key_streams(cfg.train.seed)
+    model = make_backbone(cfg, n_users, n_items, rngs=nnx.Rngs(params=keys["params"]))
     graphdef, state = nnx.split(model, nnx.Param)
-    method_key = jax.random.fold_in(jax.random.key(cfg.train.seed), 1)
     method_params = method.init_params(
-        method_key, model.final_dim, llm_dim, ego_dim=cfg.model.embedding_size
+        keys["method_params"], model.final_dim, llm_dim, ego_dim=cfg.model.embedding_size
     )
     return graphdef, {"backbone": nnx.to_pure_dict(state), "method": method_params}
 
@@ -151,19 +165,44 @@ class StepFunctions:
     def n_batches(self) -> int:
         return -(-self.n_interactions // self.cfg.train.batch_size)
 
+    @property
+    def recluster_every(self) -> int:
+        """Epochs between recomputations of the method's per-epoch state (1: every epoch)."""
+        return max(1, int(getattr(self.method, "recluster_every", 1)))
+
     def backbone(self, params: Params) -> Backbone:
         """The backbone module with these parameters (inside jit: a pure function of them)."""
         return nnx.merge(self.graphdef, params["backbone"])
 
+    # ------------------------------------------------------------------ state
+
+    def init_state(self, params: Params, arrays: TrainArrays) -> TrainState:
+        """The state before the first epoch: fresh optimiser state, and the method's per-epoch
+        state as zeros of its shapes (the first epoch computes it)."""
+        shapes = jax.eval_shape(self.method_epoch_state, params, arrays, jax.random.key(0))
+        return TrainState(
+            params=params,
+            opt_state=self.optimizer.init(params),
+            method_state=jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+            epoch=jnp.zeros((), jnp.int32),
+            step=jnp.zeros((), jnp.int32),
+        )
+
+    # ------------------------------------------------------------------ forwards
+
     def train_embeddings(
-        self, params: Params, arrays: TrainArrays, draws: dict, batch: Batch | None = None
+        self,
+        params: Params,
+        arrays: TrainArrays,
+        inputs: StepInputs,
+        batch: Batch | None = None,
     ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
-        """The training forward with this step's ``draws`` (the backbone's, e.g. edge-dropout
-        uniforms, and the method's ego transform, e.g. RLMRec-Gen's mask): (F_u, F_i, the
-        backbone's own weighted terms)."""
+        """The training forward with this step's ``inputs`` (the backbone's draws, e.g.
+        edge-dropout uniforms, and the method's ego transform, e.g. RLMRec-Gen's mask):
+        (F_u, F_i, the backbone's own weighted terms)."""
         model = self.backbone(params)
-        ego = self.method.transform_ego(params["method"], model.ego(), draws)
-        return model.train_forward(ego, arrays, draws, batch)
+        ego = self.method.transform_ego(params["method"], model.ego(), inputs.for_method())
+        return model.train_forward(ego, arrays, inputs.for_backbone(), batch)
 
     def eval_embeddings(self, params: Params, arrays: TrainArrays) -> tuple[jax.Array, jax.Array]:
         """(F_u, F_i) of the clean forward (what evaluation ranks with, unless the method
@@ -180,19 +219,18 @@ class StepFunctions:
         score = functools.partial(self.method.score_rows, params["method"])
         return score(fu), score(fi)
 
+    # ------------------------------------------------------------------ loss and step
+
     def loss(
-        self, params: Params, arrays: TrainArrays, batch: Batch, draws: dict
+        self, params: Params, arrays: TrainArrays, batch: Batch, inputs: StepInputs
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """total = rec + reg + the backbone's terms + the method's terms + the backbone's late
         terms (``late_term_names``, if any: AutoCF's infomax), the reference's addition order
-        (Q13); rec is BPR for every backbone but AutoCF.
-
-        ``draws``: this step's random inputs, the backbone's (e.g. ``uniforms`` [E], absent
-        when keep_rate = 1) and the method's own (see :meth:`draw_step_randomness`).
-        """
+        (Q13); rec is BPR for every backbone but AutoCF."""
         model = self.backbone(params)
-        ego = self.method.transform_ego(params["method"], model.ego(), draws)
-        fu, fi, backbone_terms = model.train_forward(ego, arrays, draws, batch)
+        method_inputs = inputs.for_method()
+        ego = self.method.transform_ego(params["method"], model.ego(), method_inputs)
+        fu, fi, backbone_terms = model.train_forward(ego, arrays, inputs.for_backbone(), batch)
         score = functools.partial(self.method.score_rows, params["method"])
         rec = model.rec_loss(
             score(fu[batch.users]), score(fi[batch.pos]), score(fi[batch.neg]), batch.valid
@@ -205,7 +243,7 @@ class StepFunctions:
             total = total + backbone_terms[name]
             out[name] = backbone_terms[name]
         llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
-        extra = self.method.terms(params["method"], fu, fi, batch, llm, draws)
+        extra = self.method.terms(params["method"], fu, fi, batch, llm, method_inputs)
         for name in self.method.term_names:
             total = total + extra[name]
             out[name] = extra[name]
@@ -217,36 +255,30 @@ class StepFunctions:
         return total, out
 
     def step(
-        self,
-        params: Params,
-        opt_state: optax.OptState,
-        arrays: TrainArrays,
-        batch: Batch,
-        draws: dict,
-    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-        """One Adam step on one batch with injected per-step randomness."""
-        grads, terms = jax.grad(self.loss, has_aux=True)(params, arrays, batch, draws)
-        updates, opt_state = self.optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, terms
+        self, state: TrainState, arrays: TrainArrays, batch: Batch, inputs: StepInputs
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """One Adam step on one batch with injected per-step inputs."""
+        grads, terms = jax.grad(self.loss, has_aux=True)(state.params, arrays, batch, inputs)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return state.replace(params=params, opt_state=opt_state, step=state.step + 1), terms
 
-    def draw_step_randomness(
+    def draw_step_inputs(
         self, params: Params, key: jax.Array, arrays: TrainArrays, batch: Batch | None = None
-    ) -> dict:
-        """Every random input of one step: the backbone's (e.g. edge-dropout uniforms) and the
-        method's draws (``batch``: the step's batch, whose padding rows a method's row subsets
-        avoid)."""
-        # The backbone's draw uses the step key itself; the method's keys are folded from it, so
-        # adding a method never changes the backbone's random stream.
-        draws = dict(self.method.draw(jax.random.fold_in(key, 1)))
-        draws.update(
+    ) -> StepInputs:
+        """This step's draws, the backbone's (e.g. edge-dropout uniforms) and the method's
+        (``batch``: the step's batch, whose padding rows a method's row subsets avoid), each
+        from its own key of the step key. The per-epoch state and the carry are left empty."""
+        k_backbone, k_method, k_rows = jax.random.split(key, 3)
+        method = dict(self.method.draw(k_method))
+        method.update(
             self.method.draw_for_batch(
-                jax.random.fold_in(key, 2),
-                self.cfg.train.batch_size,
-                None if batch is None else batch.valid,
+                k_rows, self.cfg.train.batch_size, None if batch is None else batch.valid
             )
         )
-        draws.update(self.backbone(params).draw(key, arrays))
-        return draws
+        return StepInputs(backbone=self.backbone(params).draw(k_backbone, arrays), method=method)
+
+    # ------------------------------------------------------------------ epoch
 
     def epoch_batches(self, key: jax.Array, arrays: TrainArrays) -> Batch:
         """Negatives, shuffle and padding for one epoch: a Batch of shape [n_batches, B]."""
@@ -273,82 +305,76 @@ class StepFunctions:
         )
 
     def epoch(
-        self,
-        params: Params,
-        opt_state: optax.OptState,
-        arrays: TrainArrays,
-        key: jax.Array,
-        method_state: dict | None = None,
-    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-        """A whole epoch as one scan over batches; returns the mean of each loss term.
+        self, state: TrainState, arrays: TrainArrays, key: jax.Array
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """A whole epoch as one scan over batches: the next state and the mean of each term.
 
-        ``method_state``: the method's per-epoch inputs (e.g. DaRec's clusters) when the caller
-        keeps them across epochs; None computes them here from ``fold_in(key, 1)``, as
-        :meth:`method_epoch_state` with the epoch key does.
-        """
-        params, opt_state, terms, _ = self._epoch_scan(params, opt_state, arrays, key, method_state)
-        return params, opt_state, jax.tree.map(jnp.mean, terms)
+        The method's per-epoch state is recomputed first when ``state.epoch`` is a multiple of
+        ``recluster_every`` (every epoch by default), else kept."""
+        state, terms, _ = self._epoch_scan(state, arrays, key)
+        return state, jax.tree.map(jnp.mean, terms)
 
     def epoch_trace(
-        self,
-        params: Params,
-        opt_state: optax.OptState,
-        arrays: TrainArrays,
-        key: jax.Array,
-        method_state: dict | None = None,
+        self, state: TrainState, arrays: TrainArrays, key: jax.Array
     ) -> tuple[dict[str, jax.Array], jax.Array]:
         """The same epoch as :meth:`epoch`, step by step: (each term per step [n_batches], whether
         all parameters are finite after each step [n_batches]). For diagnosing a non-finite
         epoch: the first step and term that went bad."""
-        _, _, terms, finite = self._epoch_scan(
-            params, opt_state, arrays, key, method_state, trace=True
-        )
+        _, terms, finite = self._epoch_scan(state, arrays, key, trace=True)
         return terms, finite
 
     def epoch_prefix(
-        self,
-        params: Params,
-        opt_state: optax.OptState,
-        arrays: TrainArrays,
-        key: jax.Array,
-        n_steps: int,
-    ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+        self, state: TrainState, arrays: TrainArrays, key: jax.Array, n_steps: int
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         """The first ``n_steps`` steps of :meth:`epoch` (same batches and draws), for timing
-        epochs too long to run whole; ``n_steps`` is static."""
-        params, opt_state, terms, _ = self._epoch_scan(
-            params, opt_state, arrays, key, None, n_steps=n_steps
-        )
-        return params, opt_state, jax.tree.map(jnp.mean, terms)
+        epochs too long to run whole; ``n_steps`` is static. The epoch counter is not advanced."""
+        new, terms, _ = self._epoch_scan(state, arrays, key, n_steps=n_steps)
+        return new.replace(epoch=state.epoch), jax.tree.map(jnp.mean, terms)
 
-    def _epoch_scan(
-        self, params, opt_state, arrays, key, method_state, trace: bool = False, n_steps=None
-    ):
-        k_batches, k_steps = jax.random.split(key)
+    def refresh_method_state(self, state: TrainState, arrays: TrainArrays, key: jax.Array) -> dict:
+        """The method's per-epoch state for epoch ``state.epoch``: recomputed from the clean
+        forward on multiples of ``recluster_every``, else the state's own."""
+        if not state.method_state:
+            return state.method_state
+        if self.recluster_every == 1:
+            return self.method_epoch_state(state.params, arrays, key)
+        return jax.lax.cond(
+            state.epoch % self.recluster_every == 0,
+            lambda: self.method_epoch_state(state.params, arrays, key),
+            lambda: state.method_state,
+        )
+
+    def _epoch_scan(self, state: TrainState, arrays, key, trace: bool = False, n_steps=None):
+        # One key per purpose of the epoch: batches (negatives and shuffle), steps, clustering.
+        k_batches, k_steps, k_method_state = jax.random.split(key, 3)
         batches = self.epoch_batches(k_batches, arrays)
         step_keys = jax.random.split(k_steps, self.n_batches)
         if n_steps is not None:
             batches = jax.tree.map(lambda x: x[:n_steps], batches)
             step_keys = step_keys[:n_steps]
-        state = method_state
-        if state is None:
-            state = self.method_epoch_state(params, arrays, jax.random.fold_in(key, 1))
+        method_state = self.refresh_method_state(state, arrays, k_method_state)
 
         def body(carry, xs):
-            params, opt_state, step_state = carry
+            state, step_carry = carry
             batch, k, i = xs
-            draws = {**state, **self.draw_step_randomness(params, k, arrays, batch)}
-            step_state = self.backbone(params).update_step_state(step_state, i, draws, arrays)
-            draws = {**draws, **step_state}
-            params, opt_state, terms = self.step(params, opt_state, arrays, batch, draws)
-            finite = all_finite(params) if trace else jnp.ones((), bool)
-            return (params, opt_state, step_state), (terms, finite)
+            inputs = self.draw_step_inputs(state.params, k, arrays, batch)
+            backbone = self.backbone(state.params)
+            step_carry = backbone.update_step_state(step_carry, i, inputs.backbone, arrays)
+            inputs = inputs.replace(epoch_state=method_state, carry=step_carry)
+            state, terms = self.step(state, arrays, batch, inputs)
+            finite = all_finite(state.params) if trace else jnp.ones((), bool)
+            return (state, step_carry), (terms, finite)
 
-        step_state = self.backbone(params).init_step_state(arrays)
+        step_carry = self.backbone(state.params).init_step_state(arrays)
         steps = jnp.arange(step_keys.shape[0], dtype=jnp.int32)
-        (params, opt_state, _), (terms, finite) = jax.lax.scan(
-            body, (params, opt_state, step_state), (batches, step_keys, steps)
+        (state, _), (terms, finite) = jax.lax.scan(
+            body, (state, step_carry), (batches, step_keys, steps)
         )
-        return params, opt_state, terms, finite
+        # Placed as the state came in (tree_shardings replicates these vectors), so the next
+        # epoch's call compiles nothing new.
+        method_state = jax.tree.map(replicate, method_state)
+        state = state.replace(method_state=method_state, epoch=state.epoch + 1)
+        return state, terms, finite
 
     def method_epoch_state(self, params: Params, arrays: TrainArrays, key: jax.Array) -> dict:
         """The method's per-epoch inputs (e.g. DaRec's clusters) from the clean forward."""
@@ -358,10 +384,10 @@ class StepFunctions:
         llm = None if arrays.user_llm is None else (arrays.user_llm, arrays.item_llm)
         return self.method.epoch_state(params["method"], fu, fi, llm, key)
 
-    # Jitted entry points. The epoch donates params and optimiser state.
+    # Jitted entry points. The epoch donates the state it advances.
     @functools.cached_property
     def jit_epoch(self):
-        return jax.jit(self.epoch, donate_argnums=(0, 1))
+        return jax.jit(self.epoch, donate_argnums=(0,))
 
     @functools.cached_property
     def jit_step(self):
@@ -386,38 +412,37 @@ class StepFunctions:
 
 def make_step_functions(
     cfg: Config, data: InteractionData, mesh: jax.sharding.Mesh | None = None
-) -> tuple[StepFunctions, TrainArrays, Params, optax.OptState]:
-    """Everything the training loop needs: functions, device data, initial params and state.
+) -> tuple[StepFunctions, TrainArrays, TrainState]:
+    """Everything the training loop needs: functions, device data and the initial state.
 
-    ``mesh``: place the data, parameters and optimiser state on it (``darec_jax.parallel``:
-    tables split by rows over ``model`` where it divides them, the rest replicated); call the
-    jitted functions inside ``jax.set_mesh(mesh)``. None: the default device.
+    ``mesh``: place the data and the state on it (``darec_jax.parallel``: tables split by rows
+    over ``model`` where it divides them, the rest replicated); call the jitted functions inside
+    ``jax.set_mesh(mesh)``. None: the default device.
     """
     with_llm = cfg.method != "none"
     devices = 1 if mesh is None else mesh_size(mesh)
     arrays, search_steps = make_train_arrays(
-        data, resolve_spmm_impl(cfg, devices), cfg.model.spmm_block_edges, with_llm, cfg
+        data, resolve_spmm_impl(cfg, devices), cfg.model.spmm_block_edges, with_llm
     )
+    arrays = arrays.replace(extra=static_arrays(cfg, data, arrays.graph))
     method = make_method(cfg, data.n_users, data.n_items)
     llm_dim = int(data.user_emb.shape[1]) if with_llm else 0
     graphdef, params = init_model(cfg, data.n_users, data.n_items, method, llm_dim)
-    optimizer = make_optimizer(cfg)
     fns = StepFunctions(
         graphdef=graphdef,
         cfg=cfg,
         method=method,
-        optimizer=optimizer,
+        optimizer=make_optimizer(cfg),
         n_items=data.n_items,
         n_interactions=int(arrays.users.shape[0]),
         search_steps=search_steps,
     )
-    opt_state = optimizer.init(params)
+    state = fns.init_state(params, arrays)
     if mesh is not None:
         rows = table_rows(data)
         arrays = place(arrays, tree_shardings(arrays, mesh, rows))
-        params = place(params, tree_shardings(params, mesh, rows))
-        opt_state = place(opt_state, tree_shardings(opt_state, mesh, rows))
-    return fns, arrays, params, opt_state
+        state = place(state, tree_shardings(state, mesh, rows))
+    return fns, arrays, state
 
 
 def table_rows(data: InteractionData) -> tuple[int, int, int]:
@@ -429,8 +454,3 @@ def all_finite(tree) -> jax.Array:
     """Whether every entry of every array in ``tree`` is finite (a bool scalar)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.ones((), bool)
-
-
-def epoch_key(seed: int, epoch: int) -> jax.Array:
-    """The PRNG key of an epoch: a pure function of (seed, epoch), so resumed runs replay it."""
-    return jax.random.fold_in(jax.random.key(np.uint32(seed % 2**32)), epoch)

@@ -1,11 +1,9 @@
 """The training loop: epochs, validation, early stopping, checkpoints, final test, artifacts.
 
-PROTOCOL.md §2–4. A run's work directory holds
-
-    config.json      the resolved config
-    metrics.jsonl    one JSON line per evaluation (and per epoch's mean losses)
-    checkpoints/latest, checkpoints/best   Orbax checkpoints
-    results.json     validation and test metrics of the best state, best epoch, wall time, ...
+PROTOCOL.md §2–4. The loop is small; its parts live beside it: the run's folder
+(:mod:`~darec_jax.train.run_dir`), the checkpoint slots (:mod:`~darec_jax.train.checkpoint`),
+early stopping and the non-finite guard (:mod:`~darec_jax.train.guards`), and the jitted epoch
+over one :class:`~darec_jax.train.step.TrainState` (:mod:`~darec_jax.train.step`).
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +29,24 @@ from darec_jax.data.registry import load_dataset
 from darec_jax.errors import ConfigError, DarecError
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_split
 from darec_jax.parallel import describe_placement, make_mesh
-from darec_jax.train.checkpoint import CheckpointSlot
-from darec_jax.train.step import all_finite, epoch_key, make_step_functions
+from darec_jax.train.checkpoint import CheckpointSlot, RunCheckpoints
+from darec_jax.train.guards import (
+    LoopState,
+    NonFiniteError,
+    diagnose,
+    epoch_is_finite,
+)
+from darec_jax.train.run_dir import RunDirectory, has_checkpoint
+from darec_jax.train.step import epoch_key, key_streams, make_step_functions
+
+__all__ = [
+    "LoopState",
+    "NonFiniteError",
+    "has_checkpoint",
+    "load_data",
+    "restore_run",
+    "train_and_evaluate",
+]
 
 
 def load_data(cfg: Config) -> InteractionData:
@@ -53,47 +66,6 @@ def format_metrics(metrics: dict[str, float], ks: tuple[int, ...]) -> str:
     return " ".join(f"{n} {metrics[n]:.4f}" for n in names if n in metrics)
 
 
-@dataclass
-class LoopState:
-    """Host-side bookkeeping of the loop, saved beside each checkpoint."""
-
-    next_epoch: int = 0
-    best_value: float = -1e9
-    best_epoch: int = -1
-    patience: int = 0
-    stopped: bool = False
-    train_seconds: float = 0.0
-    rollbacks: int = 0  # non-finite epochs rolled back so far (they change later epochs' keys)
-
-
-class NonFiniteError(DarecError):
-    """A loss term or parameter became NaN or Inf during training."""
-
-
-def _diagnose(fns, before, arrays, key, method_state, epoch: int) -> str:
-    """Which terms (or the parameters) went bad first, at which step: the epoch replayed step by
-    step from its starting state ``before`` = (params, opt_state)."""
-    step_terms, finite = fns.jit_epoch_trace(*before, arrays, key, method_state)
-    values = {k: np.asarray(v) for k, v in step_terms.items()}
-    finite = np.asarray(finite)
-    n = finite.shape[0]
-    for step in range(n):
-        bad = [k for k, v in values.items() if k != "loss" and not np.isfinite(v[step])]
-        if not bad and "loss" in values and not np.isfinite(values["loss"][step]):
-            bad = ["loss"]
-        if bad:
-            kinds = ", ".join(
-                f"'{k}' ({'NaN' if np.isnan(values[k][step]) else 'Inf'})" for k in sorted(bad)
-            )
-            return f"loss term {kinds} became non-finite at epoch {epoch}, step {step + 1} of {n}"
-        if not finite[step]:
-            return (
-                f"the parameters became non-finite at epoch {epoch}, step {step + 1} of {n} "
-                "(the loss terms were finite: the update overflowed)"
-            )
-    return f"the parameters became non-finite during epoch {epoch} (not reproduced step by step)"
-
-
 def library_versions() -> dict[str, str]:
     import flax
     import optax
@@ -107,81 +79,6 @@ def library_versions() -> dict[str, str]:
         "orbax-checkpoint": orbax.checkpoint.__version__,
         "numpy": np.__version__,
     }
-
-
-def _truncate_log(path: Path, keep_before_epoch: int) -> None:
-    """Drop log lines of epochs not covered by the checkpoint we resume from."""
-    if not path.exists():
-        return
-    kept = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and json.loads(line).get("epoch", -1) < keep_before_epoch
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def _check_same_config(cfg: Config, saved_path: Path) -> None:
-    """A resumed run must use the config it was started with."""
-    if not saved_path.exists():
-        return
-    saved = json.loads(saved_path.read_text())
-    try:  # keys added since the run started compare as their defaults
-        saved = json.loads(config_lib.to_json(config_lib.from_dict(saved)))
-    except DarecError:
-        pass
-    current = json.loads(config_lib.to_json(cfg))
-
-    def flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    a, b = flat(saved), flat(current)
-    # The mesh changes where arrays live, not what is computed: a run may resume on another one.
-    diff = sorted(
-        k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and not k.startswith("mesh.")
-    )
-    if diff:
-        details = "; ".join(f"{k}: saved {a.get(k)!r}, now {b.get(k)!r}" for k in diff)
-        raise ConfigError(
-            f"--resume with a different config than the run in {saved_path.parent}: {details}. "
-            "Resume with the same options, or start a new --workdir."
-        )
-
-
-# Folded into the epoch key after a rollback (with the rollback count), far from any epoch index.
-ROLLBACK_SALT = 1 << 20
-_all_finite = jax.jit(all_finite)
-
-
-def _restore_best(best: CheckpointSlot, loop: LoopState, params):
-    """The best validation state the loop state names (``params``: the restored latest state,
-    also the template)."""
-    if loop.best_epoch < 0:
-        return params
-    if loop.best_epoch in best.all_steps():
-        return best.restore(params, step=loop.best_epoch)[0]
-    if loop.best_epoch == loop.next_epoch - 1:  # the latest checkpoint is that state
-        return params
-    raise DarecError(
-        f"the best checkpoint (epoch {loop.best_epoch}) is missing from {best.directory}; "
-        "the run cannot be resumed with its early-stopping state"
-    )
-
-
-def has_checkpoint(slot_dir: Path) -> bool:
-    """Whether ``slot_dir`` holds a complete checkpoint, as Orbax counts them (a write that was
-    interrupted leaves a temporary or unfinalised folder, which does not count and is never
-    restored)."""
-    if not slot_dir.is_dir():
-        return False
-    slot = CheckpointSlot(slot_dir)
-    try:
-        return slot.latest_step() is not None
-    finally:
-        slot.close()
 
 
 def _draw_plots(workdir: Path, cfg: Config, fns, params, arrays, log) -> list[str]:
@@ -236,234 +133,195 @@ def train_and_evaluate(
     """
     config_lib.validate(cfg)
     mesh = run_mesh(cfg)
-    with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
-        return _train_and_evaluate(
-            cfg, workdir, resume, data, progress, log, max_epochs_this_process, plots, mesh
-        )
-
-
-def _train_and_evaluate(
-    cfg: Config,
-    workdir: str | os.PathLike,
-    resume: bool,
-    data: InteractionData | None,
-    progress: bool,
-    log,
-    max_epochs_this_process: int | None,
-    plots: bool,
-    mesh: jax.sharding.Mesh | None,
-) -> dict[str, Any]:
     log = log or (lambda msg: tqdm.write(msg, file=sys.stdout))
     jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
-    workdir = Path(workdir)
-    latest_dir = workdir / "checkpoints" / "latest"
-    if not resume and has_checkpoint(latest_dir):
-        raise ConfigError(
-            f"{workdir} already holds a run's checkpoints; pass --resume to continue it, "
-            "or choose another --workdir (nothing was changed)"
-        )
-    if resume and not has_checkpoint(latest_dir):
-        raise ConfigError(f"--resume: no checkpoint to resume from in {latest_dir}")
+    run_dir = RunDirectory(workdir, resume, jax.process_index() == 0, jax.process_index())
     if resume:
-        _check_same_config(cfg, workdir / "config.json")
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-        probe = workdir / f".write_test.{jax.process_index()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DarecError(
-            f"cannot write to the work directory {workdir}: {exc}; choose another --workdir"
-        ) from exc
-
-    wall_start = time.perf_counter()
-    data = data if data is not None else load_data(cfg)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data, mesh)
-    primary = jax.process_index() == 0
-    if mesh is not None:
-        log(
-            f"mesh {dict(mesh.shape)} over {jax.device_count()} device(s), "
-            f"{jax.process_count()} process(es); "
-            + "; ".join(describe_placement({"params": params, "data": arrays}))
+        run_dir.check_same_config(cfg)
+    with contextlib.nullcontext() if mesh is None else jax.set_mesh(mesh):
+        return _Run(cfg, run_dir, data, log, mesh).train(
+            resume, progress, max_epochs_this_process, plots
         )
-    ks = tuple(cfg.eval.ks)
-    val_task = prepare_split(data, "val", cfg.eval.user_chunk)
-    test_task = prepare_split(data, "test", cfg.eval.user_chunk)
 
-    def evaluate(p, task: RankingTask) -> dict[str, float]:
-        fu, fi = fns.jit_scoring_embeddings(p, arrays)
-        return evaluate_embeddings(fu, fi, task, ks, cfg.eval.recall_denominator)
 
-    if primary:
-        (workdir / "config.json").write_text(config_lib.to_json(cfg) + "\n")
-    metrics_log = workdir / "metrics.jsonl"
-    latest = CheckpointSlot(latest_dir)
-    # Two kept: a process killed between writing a new best and the latest checkpoint leaves a
-    # best ahead of the loop state it resumes from; the one before it is still there.
-    best = CheckpointSlot(workdir / "checkpoints" / "best", keep=2)
-    loop = LoopState()
-    best_params = params
-    # The method's per-epoch inputs (DaRec's cluster assignments): recomputed every
-    # `recluster_every` epochs, kept in between, and checkpointed with the train state.
-    state_shapes = jax.eval_shape(fns.method_epoch_state, params, arrays, jax.random.key(0))
-    method_state = None
-    every = max(1, int(getattr(fns.method, "recluster_every", 1)))
+class _Run:
+    """One run's loop over epochs, around the jitted epoch of a TrainState."""
 
-    def train_state():
-        return (params, opt_state, method_state) if state_shapes else (params, opt_state)
-
-    if resume:
-        if state_shapes:
-            method_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state_shapes)
-        restored, meta = latest.restore(train_state())
-        params, opt_state = restored[:2]
-        method_state = restored[2] if state_shapes else None
-        loop = LoopState(**meta["loop"])
-        best_params = _restore_best(best, loop, params)
-        if primary:
-            _truncate_log(metrics_log, loop.next_epoch)
-        log(f"resumed from epoch {loop.next_epoch - 1} (best epoch {loop.best_epoch})")
-    elif primary and metrics_log.exists():
-        metrics_log.unlink()
-
-    bar = tqdm(
-        total=cfg.train.epochs,
-        initial=loop.next_epoch,
-        desc="epochs",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
-    paused = False
-    # Only process 0 writes the log; the others follow the same loop.
-    with (metrics_log if primary else Path(os.devnull)).open("a") as log_file:
-        epoch = loop.next_epoch
-        first_epoch = epoch
-        while not loop.stopped and epoch < cfg.train.epochs:
-            t0 = time.perf_counter()
-            key = epoch_key(cfg.train.seed, epoch)
-            if loop.rollbacks:  # fresh batches and draws after a rollback
-                key = jax.random.fold_in(key, ROLLBACK_SALT + loop.rollbacks)
-            if state_shapes and (method_state is None or epoch % every == 0):
-                method_state = fns.jit_method_epoch_state(
-                    params, arrays, jax.random.fold_in(key, 1)
-                )
-            before = jax.tree.map(jnp.copy, (params, opt_state))  # the epoch donates its inputs
-            params, opt_state, terms = fns.jit_epoch(params, opt_state, arrays, key, method_state)
-            terms = {k: float(v) for k, v in terms.items()}
-            loop.train_seconds += time.perf_counter() - t0
-            if not (all(np.isfinite(v) for v in terms.values()) and bool(_all_finite(params))):
-                problem = _diagnose(fns, before, arrays, key, method_state, epoch)
-                good = latest.latest_step()
-                where = (
-                    "no checkpoint was saved yet"
-                    if good is None
-                    else f"the last good checkpoint (epoch {good}) is kept in {latest_dir}"
-                )
-                rollback = cfg.train.on_nonfinite == "rollback"
-                if not rollback or good is None or loop.rollbacks >= cfg.train.max_rollbacks:
-                    tried = f" after {loop.rollbacks} rollback(s)" if rollback else ""
-                    again = "start again" if good is None else "--resume"
-                    raise NonFiniteError(
-                        f"{problem}{tried}; nothing from that epoch was saved and {where}. Lower "
-                        f"train.lr (or check the data and embeddings for NaN) and {again}, or set "
-                        "train.on_nonfinite=rollback to restart from the last good checkpoint "
-                        "with fresh batches."
-                    )
-                restored, meta = latest.restore(train_state())
-                params, opt_state = restored[:2]
-                method_state = restored[2] if state_shapes else None
-                count = loop.rollbacks + 1
-                loop = LoopState(**meta["loop"])
-                loop.rollbacks = count
-                best_params = _restore_best(best, loop, params)
-                if primary:
-                    _truncate_log(metrics_log, loop.next_epoch)
-                log(
-                    f"{problem}; rolled back to the checkpoint of epoch {good} "
-                    f"(rollback {count} of at most {cfg.train.max_rollbacks})"
-                )
-                epoch = loop.next_epoch
-                continue
-            record: dict[str, Any] = {"epoch": epoch, "train": terms}
-            bar.update(1)
-            bar.set_postfix(loss=f"{terms['loss']:.4f}")
-            if epoch % cfg.train.test_step == 0:
-                t1 = time.perf_counter()
-                val = evaluate(params, val_task)
-                record["val"] = val
-                record["eval_seconds"] = time.perf_counter() - t1
-                value = val[cfg.train.criterion]
-                if value > loop.best_value:  # strict improvement (§1.11)
-                    loop.best_value, loop.best_epoch, loop.patience = value, epoch, 0
-                    best_params = jax.tree.map(lambda x: x.copy(), params)
-                else:
-                    loop.patience += 1
-                loop.stopped = loop.patience >= cfg.train.patience
-                log(
-                    f"[epoch {epoch:4d}] train loss {terms['loss']:.4f} | validation "
-                    f"{format_metrics(val, ks)}" + (" *" if loop.best_epoch == epoch else "")
-                )
-            loop.next_epoch = epoch + 1
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            paused = (
-                max_epochs_this_process is not None
-                and epoch + 1 - first_epoch >= max_epochs_this_process
-                and not loop.stopped
-                and epoch + 1 < cfg.train.epochs
+    def __init__(self, cfg: Config, run_dir: RunDirectory, data, log, mesh) -> None:
+        self.cfg, self.dir, self.log = cfg, run_dir, log
+        self.wall_start = time.perf_counter()
+        self.data = data if data is not None else load_data(cfg)
+        self.fns, self.arrays, self.state = make_step_functions(cfg, self.data, mesh)
+        if mesh is not None:
+            log(
+                f"mesh {dict(mesh.shape)} over {jax.device_count()} device(s), "
+                f"{jax.process_count()} process(es); "
+                + "; ".join(describe_placement({"state": self.state, "data": self.arrays}))
             )
-            if epoch % cfg.train.test_step == 0 or loop.stopped or paused:
-                meta = {"loop": loop.__dict__}
-                if loop.best_epoch == epoch:
-                    best.save(epoch, best_params, meta)
-                latest.save(epoch, train_state(), meta)
-            epoch += 1
-            if paused:
-                break
-    bar.close()
-    if paused:
-        latest.close()
-        best.close()
-        log(f"paused after epoch {loop.next_epoch - 1}; continue with --resume")
-        return {"status": "paused", "next_epoch": loop.next_epoch}
+        self.ks = tuple(cfg.eval.ks)
+        self.val_task = prepare_split(self.data, "val", cfg.eval.user_chunk)
+        self.test_task = prepare_split(self.data, "test", cfg.eval.user_chunk)
+        self.checkpoints = RunCheckpoints(run_dir.checkpoints)
+        self.loop = LoopState()
+        self.best_params = self.state.params
 
-    val = evaluate(best_params, val_task)
-    test = evaluate(best_params, test_task)
-    log(f"[best epoch {loop.best_epoch}] test {format_metrics(test, ks)}")
-    results = {
-        "status": "finished",
-        "dataset": cfg.data.name,
-        "backbone": cfg.model.backbone,
-        "method": cfg.method,
-        "best_epoch": loop.best_epoch,
-        "epochs_run": loop.next_epoch,
-        "stopped_early": loop.stopped,
-        "rollbacks": loop.rollbacks,
-        "val": val,
-        "test": test,
-        "recall_denominator": cfg.eval.recall_denominator,
-        "train_seconds": loop.train_seconds,
-        "wall_seconds_this_process": time.perf_counter() - wall_start,
-        "seed": cfg.train.seed,
-        "devices": [str(d) for d in jax.devices()],
-        "versions": library_versions(),
-        "data": {
-            "source": data.source,
-            "n_users": data.n_users,
-            "n_items": data.n_items,
-            "n_train": int(data.train.users.shape[0]),
-            "n_val": int(data.val.users.shape[0]),
-            "n_test": int(data.test.users.shape[0]),
-        },
-    }
-    if plots and jax.process_count() == 1:
-        results["plots"] = _draw_plots(workdir, cfg, fns, best_params, arrays, log)
-    if primary:
-        (workdir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    latest.close()
-    best.close()
-    return results
+    def evaluate(self, params, task: RankingTask) -> dict[str, float]:
+        fu, fi = self.fns.jit_scoring_embeddings(params, self.arrays)
+        return evaluate_embeddings(fu, fi, task, self.ks, self.cfg.eval.recall_denominator)
+
+    def restore(self) -> None:
+        """The latest checkpoint's state and loop record, and the best parameters it names."""
+        self.state, loop = self.checkpoints.restore_latest(self.state)
+        self.loop = LoopState(**loop)
+        self.best_params = self.checkpoints.restore_best(
+            self.loop.best_epoch, self.loop.next_epoch, self.state.params
+        )
+        self.dir.start_log(self.loop.next_epoch)
+
+    def train(self, resume, progress, max_epochs_this_process, plots) -> dict[str, Any]:
+        cfg = self.cfg
+        self.dir.write_config(cfg)
+        if resume:
+            self.restore()
+            loop = self.loop
+            self.log(f"resumed from epoch {loop.next_epoch - 1} (best epoch {loop.best_epoch})")
+        else:
+            self.dir.start_log(0)
+        bar = tqdm(
+            total=cfg.train.epochs,
+            initial=self.loop.next_epoch,
+            desc="epochs",
+            disable=not progress,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        first_epoch = self.loop.next_epoch
+        paused = False
+        try:
+            while not self.loop.stopped and self.loop.next_epoch < cfg.train.epochs:
+                epoch = self.loop.next_epoch
+                if not self.run_epoch(epoch, bar):
+                    continue  # rolled back: the loop state names the epoch to run again
+                done = epoch + 1 - first_epoch
+                paused = (
+                    max_epochs_this_process is not None
+                    and done >= max_epochs_this_process
+                    and not self.loop.stopped
+                    and epoch + 1 < cfg.train.epochs
+                )
+                if epoch % cfg.train.test_step == 0 or self.loop.stopped or paused:
+                    best = self.best_params if self.loop.best_epoch == epoch else None
+                    self.checkpoints.save(epoch, self.state, self.loop.__dict__, best)
+                if paused:
+                    break
+        finally:
+            bar.close()
+        if paused:
+            self.checkpoints.close()
+            self.log(f"paused after epoch {self.loop.next_epoch - 1}; continue with --resume")
+            return {"status": "paused", "next_epoch": self.loop.next_epoch}
+        results = self.results(plots)
+        self.checkpoints.close()
+        return results
+
+    def run_epoch(self, epoch: int, bar) -> bool:
+        """Train one epoch, guard it, evaluate it when due; False if it was rolled back."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        key = epoch_key(cfg.train.seed, epoch, self.loop.rollbacks)
+        before = jax.tree.map(jnp.copy, self.state)  # the epoch donates its input state
+        self.state, terms = self.fns.jit_epoch(self.state, self.arrays, key)
+        terms = {k: float(v) for k, v in terms.items()}
+        self.loop.train_seconds += time.perf_counter() - t0
+        if not epoch_is_finite(terms, self.state.params):
+            self.handle_nonfinite(diagnose(self.fns, before, self.arrays, key, epoch))
+            return False
+        record: dict[str, Any] = {"epoch": epoch, "train": terms}
+        bar.update(1)
+        bar.set_postfix(loss=f"{terms['loss']:.4f}")
+        if epoch % cfg.train.test_step == 0:
+            t1 = time.perf_counter()
+            val = self.evaluate(self.state.params, self.val_task)
+            record["val"] = val
+            record["eval_seconds"] = time.perf_counter() - t1
+            value = val[cfg.train.criterion]
+            if self.loop.record_validation(value, epoch, cfg.train.patience):
+                self.best_params = jax.tree.map(lambda x: x.copy(), self.state.params)
+            self.log(
+                f"[epoch {epoch:4d}] train loss {terms['loss']:.4f} | validation "
+                f"{format_metrics(val, self.ks)}" + (" *" if self.loop.best_epoch == epoch else "")
+            )
+        self.loop.next_epoch = epoch + 1
+        self.dir.log(record)
+        return True
+
+    def handle_nonfinite(self, problem: str) -> None:
+        """Stop with a clear error, or (``train.on_nonfinite=rollback``) restore the last good
+        checkpoint and retry from there with fresh batches and draws."""
+        cfg = self.cfg
+        good = self.checkpoints.latest.latest_step()
+        where = (
+            "no checkpoint was saved yet"
+            if good is None
+            else f"the last good checkpoint (epoch {good}) is kept in "
+            f"{self.checkpoints.latest.directory}"
+        )
+        rollback = cfg.train.on_nonfinite == "rollback"
+        if not rollback or good is None or self.loop.rollbacks >= cfg.train.max_rollbacks:
+            tried = f" after {self.loop.rollbacks} rollback(s)" if rollback else ""
+            again = "start again" if good is None else "--resume"
+            raise NonFiniteError(
+                f"{problem}{tried}; nothing from that epoch was saved and {where}. Lower "
+                f"train.lr (or check the data and embeddings for NaN) and {again}, or set "
+                "train.on_nonfinite=rollback to restart from the last good checkpoint "
+                "with fresh batches."
+            )
+        count = self.loop.rollbacks + 1
+        self.restore()
+        self.loop.rollbacks = count
+        self.log(
+            f"{problem}; rolled back to the checkpoint of epoch {good} "
+            f"(rollback {count} of at most {cfg.train.max_rollbacks})"
+        )
+
+    def results(self, plots: bool) -> dict[str, Any]:
+        """Validation and test metrics of the best state, and the run's record."""
+        cfg, data = self.cfg, self.data
+        val = self.evaluate(self.best_params, self.val_task)
+        test = self.evaluate(self.best_params, self.test_task)
+        self.log(f"[best epoch {self.loop.best_epoch}] test {format_metrics(test, self.ks)}")
+        results = {
+            "status": "finished",
+            "dataset": cfg.data.name,
+            "backbone": cfg.model.backbone,
+            "method": cfg.method,
+            "best_epoch": self.loop.best_epoch,
+            "epochs_run": self.loop.next_epoch,
+            "stopped_early": self.loop.stopped,
+            "rollbacks": self.loop.rollbacks,
+            "val": val,
+            "test": test,
+            "recall_denominator": cfg.eval.recall_denominator,
+            "train_seconds": self.loop.train_seconds,
+            "wall_seconds_this_process": time.perf_counter() - self.wall_start,
+            "seed": cfg.train.seed,
+            "devices": [str(d) for d in jax.devices()],
+            "versions": library_versions(),
+            "data": {
+                "source": data.source,
+                "n_users": data.n_users,
+                "n_items": data.n_items,
+                "n_train": int(data.train.users.shape[0]),
+                "n_val": int(data.val.users.shape[0]),
+                "n_test": int(data.test.users.shape[0]),
+            },
+        }
+        if plots and jax.process_count() == 1:
+            results["plots"] = _draw_plots(
+                self.dir.path, cfg, self.fns, self.best_params, self.arrays, self.log
+            )
+        self.dir.write_results(results)
+        return results
 
 
 def restore_run(workdir: str | os.PathLike, which: str = "best"):
@@ -481,18 +339,18 @@ def restore_run(workdir: str | os.PathLike, which: str = "best"):
     if not slot_dir.is_dir():
         raise DarecError(f"no {which!r} checkpoint in {workdir}/checkpoints")
     data = load_data(cfg)
-    fns, arrays, params, opt_state = make_step_functions(cfg, data)
+    fns, arrays, state = make_step_functions(cfg, data)
     slot = CheckpointSlot(slot_dir)
     try:
         if which == "best":
-            params, _ = slot.restore(params)
+            params, _ = slot.restore(state.params)
         else:
-            shapes = jax.eval_shape(fns.method_epoch_state, params, arrays, jax.random.key(0))
-            template = (params, opt_state)
-            if shapes:
-                method_state = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-                template = (params, opt_state, method_state)
-            params = slot.restore(template)[0][0]
+            params = slot.restore(state)[0].params
     finally:
         slot.close()
     return cfg, data, fns, arrays, params
+
+
+def eval_key(seed: int) -> jax.Array:
+    """The run's key for evaluation-side draws (the figures' clustering)."""
+    return key_streams(seed)["eval"]
