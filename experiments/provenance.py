@@ -14,13 +14,15 @@ _ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit() -> str:
-    """HEAD's hash, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """HEAD's hash, ``+dirty`` when tracked files outside ``benchmarks/`` differ from it;
+    ``unknown`` outside git."""
     try:
         head = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=_ROOT, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            # Artifacts written under benchmarks/ by earlier runs are not code changes.
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks"],
             cwd=_ROOT,
             capture_output=True,
             text=True,
