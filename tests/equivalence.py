@@ -53,6 +53,26 @@ def assert_first_adam_step_close(new, ref_new, grad, ref_grad, lr, idx, eps=1e-8
     )
 
 
+def darec_step_inputs(backbone: dict, user_assign, item_assign, user_subset, item_subset):
+    """Our StepInputs of one DaRec step from injected draws: the backbone's, the pair subsets
+    (per-step method draws) and the cluster assignments (the per-epoch state)."""
+    import jax.numpy as jnp
+
+    from darec_jax.train.step import StepInputs
+
+    return StepInputs(
+        backbone=backbone,
+        method={
+            "user_subset": jnp.asarray(user_subset, jnp.int32),
+            "item_subset": jnp.asarray(item_subset, jnp.int32),
+        },
+        epoch_state={
+            "user_assign": jnp.asarray(user_assign, jnp.int32),
+            "item_assign": jnp.asarray(item_assign, jnp.int32),
+        },
+    )
+
+
 def padded_batch(anc, pos, neg, size: int):
     """A ``Batch`` of the real triples followed by padding rows (masked out by ``valid``)."""
     import jax.numpy as jnp

@@ -15,13 +15,14 @@ import pytest
 
 from darec_jax import config as config_lib
 from darec_jax.graph import edge_permutation
-from darec_jax.train.step import StepInputs, make_step_functions
+from darec_jax.train.step import make_step_functions
 from tests.equivalence import DAREC_K as K
 from tests.equivalence import (
     DARECS,
     HEADS,
     assert_first_adam_step_close,
     assert_rel_close,
+    darec_step_inputs,
     injected_uniforms,
     padded_batch,
 )
@@ -135,16 +136,8 @@ def test_darec_terms_gradients_and_adam_step(backbone, overrides):
     item_subset = rng.choice(2 * n_real, 20, replace=False)
     # Our item set is [pos (64 rows) ; neg (64 rows)]; the reference's is [pos (45) ; neg (45)].
     item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
-    draws = StepInputs(
-        backbone=backbone_draws,
-        method={
-            "user_subset": jnp.asarray(user_subset, jnp.int32),
-            "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
-        },
-        epoch_state={
-            "user_assign": jnp.asarray(user_assign, jnp.int32),
-            "item_assign": jnp.asarray(item_assign, jnp.int32),
-        },
+    draws = darec_step_inputs(
+        backbone_draws, user_assign, item_assign, user_subset, item_subset_jax
     )
     (total, terms), grads = jax.value_and_grad(fns.loss, has_aux=True)(params, arrays, batch, draws)
     model.zero_grad()

@@ -16,6 +16,7 @@ from darec_jax.train.step import Batch, StepInputs, make_step_functions
 from tests.equivalence import (
     assert_first_adam_step_close,
     assert_rel_close,
+    darec_step_inputs,
     injected_uniforms,
     padded_batch,
 )
@@ -253,16 +254,8 @@ def test_darec_terms_gradients_and_adam_step(overrides):
     item_llm = rng.integers(0, 4, data.n_items) if matched else None
     # Our item set is [pos (64 rows) ; neg (64 rows)]; the reference's is [pos (45) ; neg (45)].
     item_subset_jax = np.where(item_subset < n_real, item_subset, item_subset - n_real + size)
-    draws = StepInputs(
-        backbone={"uniforms": jnp.asarray(u_jax)},
-        method={
-            "user_subset": jnp.asarray(user_subset, jnp.int32),
-            "item_subset": jnp.asarray(item_subset_jax, jnp.int32),
-        },
-        epoch_state={
-            "user_assign": jnp.asarray(user_assign, jnp.int32),
-            "item_assign": jnp.asarray(item_assign, jnp.int32),
-        },
+    draws = darec_step_inputs(
+        {"uniforms": jnp.asarray(u_jax)}, user_assign, item_assign, user_subset, item_subset_jax
     )
     if matched:
         draws.epoch_state["user_assign_llm"] = jnp.asarray(user_llm, jnp.int32)
