@@ -37,7 +37,7 @@ from darec_jax.train.guards import (
     epoch_is_finite,
 )
 from darec_jax.train.run_dir import RunDirectory, has_checkpoint
-from darec_jax.train.step import epoch_key, key_streams, make_step_functions
+from darec_jax.train.step import epoch_key, make_step_functions
 
 __all__ = [
     "LoopState",
@@ -349,8 +349,3 @@ def restore_run(workdir: str | os.PathLike, which: str = "best"):
     finally:
         slot.close()
     return cfg, data, fns, arrays, params
-
-
-def eval_key(seed: int) -> jax.Array:
-    """The run's key for evaluation-side draws (the figures' clustering)."""
-    return key_streams(seed)["eval"]
