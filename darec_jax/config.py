@@ -21,9 +21,10 @@ from typing import Any
 
 from darec_jax.data.synthetic import SyntheticConfig
 from darec_jax.errors import ConfigError
+from darec_jax.models import SPECS as _model_specs
 
 DATASETS = ("amazon", "yelp", "steam", "synthetic")
-BACKBONES = ("lightgcn", "gccf", "sgl", "simgcl", "dccf", "autocf")
+BACKBONES = tuple(_model_specs)
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 # What this version of the package implements; the rest raise a clear error.
 IMPLEMENTED_BACKBONES = BACKBONES
@@ -44,31 +45,13 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """The graph backbone (BACKBONES.md §2)."""
+class _ModelCommon:
+    """The fields every backbone has (BACKBONES.md §2)."""
 
     backbone: str = "lightgcn"
     embedding_size: int = 32
     layer_num: int = 3
-    # Edge-dropout keep probability during training (1.0 = no dropout, no random draws).
-    keep_rate: float = 0.8
     reg_weight: float = 1e-6
-    # The backbones' own contrastive terms (SGL, SimGCL, DCCF): weight and temperature.
-    cl_weight: float = 0.1
-    cl_temperature: float = 0.2
-    # SimGCL: magnitude of the uniform noise added after every layer.
-    eps: float = 0.9
-    # DCCF: number of intent prototypes K.
-    intent_num: int = 128
-    # AutoCF: graph-transformer layers and heads, seeds of the masked subgraphs, masking depth,
-    # steps between resamplings, weight of its self-supervised terms. Its model.keep_rate is the
-    # fraction of extra random nodes in the mask set (0.2), not an edge dropout.
-    gt_layer: int = 1
-    head_num: int = 4
-    seed_num: int = 100
-    mask_depth: int = 2
-    fix_steps: int = 10
-    ssl_reg: float = 5.0
     # How graph products run (the same numbers either way): "segment_sum" (one XLA segment sum
     # over all edges, autodiff backward: a scatter over senders), "transposed" (the same sorted
     # segment sum, backward over the transposed graph: a second sorted segment sum, no
@@ -77,6 +60,23 @@ class ModelConfig:
     # CPU when it builds, else blocked; segment_sum on accelerators and multi-device meshes).
     spmm_impl: str = "auto"
     spmm_block_edges: int = 10_000
+
+
+#: The graph backbone: the common fields above, then one section per backbone
+#: (``model.<name>.<option>``), each declared by its model file (``models/<name>.py``).
+ModelConfig = dataclasses.make_dataclass(
+    "ModelConfig",
+    [(name, s.config, field(default_factory=s.config)) for name, s in _model_specs.items()],
+    bases=(_ModelCommon,),
+    frozen=True,
+    namespace={"__module__": __name__},
+)
+ModelConfig.__doc__ = (
+    "The graph backbone: common fields (backbone, embedding_size, layer_num, reg_weight, "
+    "spmm_impl, spmm_block_edges) and one section per backbone: "
+    + ", ".join(f"``{n}``" for n in _model_specs)
+    + "."
+)
 
 
 @dataclass(frozen=True)
@@ -183,168 +183,16 @@ class Config:
     mesh: MeshConfig = field(default_factory=MeshConfig)
 
 
-# Reference hyper-parameters, per (dataset, backbone, method): BACKBONES.md §2 and §3.3, as dotted
-# overrides applied on top of the defaults. "synthetic" uses the yelp values. DaRec takes its
-# backbone's bare values (DaRec's own options keep their defaults unless listed).
-PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {}
-
-_REAL = ("amazon", "yelp", "steam")
-
-
-def _per_dataset(**columns: tuple) -> dict[str, dict[str, Any]]:
-    """{dataset: {key: value}} from per-key (amazon, yelp, steam) triples."""
-    return {
-        name: {key.replace("__", "."): values[i] for key, values in columns.items()}
-        for i, name in enumerate(_REAL)
-    }
-
-
-_BARE = {
-    "gccf": _per_dataset(model__layer_num=(2, 2, 2), model__reg_weight=(1e-6, 1e-6, 1e-6)),
-    "lightgcn": _per_dataset(
-        model__layer_num=(3, 3, 2),
-        model__reg_weight=(1e-6, 1e-6, 1e-6),
-        model__keep_rate=(0.8,) * 3,
-    ),
-    "sgl": _per_dataset(  # depth from the top-level layer_num, 3 everywhere (Q3)
-        model__layer_num=(3, 3, 3),
-        model__reg_weight=(1e-5, 1e-6, 1e-5),
-        model__cl_weight=(0.1, 1e-3, 0.1),
-        model__cl_temperature=(0.2, 0.1, 0.5),
-        model__keep_rate=(0.8,) * 3,
-    ),
-    "simgcl": _per_dataset(
-        model__layer_num=(3, 3, 3),
-        model__reg_weight=(1e-5,) * 3,
-        model__cl_weight=(0.1,) * 3,
-        model__cl_temperature=(0.2, 0.2, 0.5),
-        model__eps=(0.9, 0.9, 0.2),
-        model__keep_rate=(1.0,) * 3,
-    ),
-    "dccf": _per_dataset(
-        model__layer_num=(2, 2, 3),
-        model__reg_weight=(1e-4, 1e-4, 1e-3),
-        model__cl_weight=(1e-3,) * 3,
-        model__cl_temperature=(0.1,) * 3,
-        model__intent_num=(128,) * 3,
-        model__keep_rate=(1.0,) * 3,
-    ),
-    "autocf": _per_dataset(
-        model__layer_num=(2, 3, 2),
-        model__reg_weight=(1e-6, 1e-7, 1e-6),
-        model__ssl_reg=(5.0, 2.0, 0.5),
-        model__keep_rate=(0.2,) * 3,
-    ),
+# Reference hyper-parameters, per (dataset, backbone, method), as dotted overrides applied on top
+# of the defaults: each backbone declares its own (``SPEC.presets`` in ``models/<name>.py``,
+# BACKBONES.md §2 and §3.3). "synthetic" uses the yelp values. DaRec takes its backbone's bare
+# values (DaRec's own options keep their defaults unless listed).
+PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {
+    (dataset, name, method): s.preset(dataset, method)
+    for name, s in _model_specs.items()
+    for dataset in DATASETS
+    for method in METHODS
 }
-
-# RLMRec-Con (kd) and RLMRec-Gen (mask / recon) per backbone (§3.3); other keys as the bare one.
-_CON = {
-    "gccf": _per_dataset(
-        model__layer_num=(2, 2, 2),
-        model__reg_weight=(1e-6, 1e-6, 1e-6),
-        rlmrec__kd_weight=(1e-3, 1e-3, 1e-2),
-        rlmrec__kd_temperature=(0.1, 0.2, 0.5),
-    ),
-    "lightgcn": _per_dataset(
-        model__layer_num=(3, 3, 3),
-        model__reg_weight=(1e-7, 1e-7, 1e-8),
-        rlmrec__kd_weight=(1e-2, 1e-2, 1e-3),
-        rlmrec__kd_temperature=(0.2, 0.2, 0.1),
-    ),
-    "sgl": _per_dataset(
-        model__reg_weight=(1e-5,) * 3,
-        model__cl_weight=(0.1,) * 3,
-        model__cl_temperature=(0.2, 0.2, 0.5),
-        rlmrec__kd_weight=(1e-2,) * 3,
-        rlmrec__kd_temperature=(0.5, 1.0, 1.0),
-    ),
-    "simgcl": _per_dataset(
-        model__reg_weight=(1e-5,) * 3,
-        model__cl_weight=(0.1,) * 3,
-        model__cl_temperature=(0.2, 0.2, 0.5),
-        rlmrec__kd_weight=(1e-2,) * 3,
-        rlmrec__kd_temperature=(0.2, 0.1, 0.2),
-    ),
-    "dccf": _per_dataset(
-        model__layer_num=(2, 2, 3),
-        model__reg_weight=(1e-4, 1e-4, 1e-3),
-        model__cl_weight=(1e-3,) * 3,
-        model__cl_temperature=(0.1,) * 3,
-        rlmrec__kd_weight=(1e-2,) * 3,
-        rlmrec__kd_temperature=(0.5, 0.2, 0.5),
-    ),
-    "autocf": _per_dataset(
-        model__layer_num=(2, 2, 2),
-        model__reg_weight=(1e-6, 1e-8, 1e-6),
-        model__ssl_reg=(1.0, 1.0, 0.5),
-        rlmrec__kd_weight=(0.1, 1e-2, 1e-2),
-        rlmrec__kd_temperature=(0.5, 0.1, 0.2),
-    ),
-}
-_GEN = {
-    "gccf": _per_dataset(
-        model__layer_num=(2, 2, 2),
-        model__reg_weight=(1e-7, 1e-6, 1e-6),
-        rlmrec__mask_ratio=(0.1, 0.05, 0.1),
-        rlmrec__recon_weight=(0.01,) * 3,
-        rlmrec__recon_temperature=(0.1, 1.0, 0.1),
-    ),
-    "lightgcn": _per_dataset(
-        model__layer_num=(2, 2, 2),
-        model__reg_weight=(1e-7, 1e-7, 1e-6),
-        rlmrec__mask_ratio=(0.15, 0.05, 0.15),
-        rlmrec__recon_weight=(0.1, 0.01, 0.1),
-        rlmrec__recon_temperature=(0.5, 0.1, 0.5),
-    ),
-    "sgl": _per_dataset(
-        model__reg_weight=(1e-5,) * 3,
-        model__cl_weight=(0.1,) * 3,
-        model__cl_temperature=(0.2, 0.2, 0.5),
-        rlmrec__mask_ratio=(0.2, 0.15, 0.1),
-        rlmrec__recon_weight=(0.1,) * 3,
-        rlmrec__recon_temperature=(0.2,) * 3,
-    ),
-    "simgcl": _per_dataset(
-        model__reg_weight=(1e-5,) * 3,
-        model__cl_weight=(0.1,) * 3,
-        model__cl_temperature=(0.2, 0.2, 0.5),
-        rlmrec__mask_ratio=(0.05, 0.01, 0.05),
-        rlmrec__recon_weight=(0.1, 0.01, 0.01),
-        rlmrec__recon_temperature=(0.2, 0.05, 0.1),
-    ),
-    "dccf": _per_dataset(
-        model__layer_num=(2, 2, 3),
-        model__reg_weight=(1e-4, 1e-4, 1e-3),
-        model__cl_weight=(1e-3,) * 3,
-        model__cl_temperature=(0.1,) * 3,
-        rlmrec__mask_ratio=(0.05, 0.05, 0.1),
-        rlmrec__recon_weight=(0.1, 0.01, 0.01),
-        rlmrec__recon_temperature=(0.2, 0.1, 0.2),
-    ),
-    "autocf": _per_dataset(
-        model__layer_num=(2, 2, 2),
-        model__reg_weight=(1e-6, 1e-8, 1e-6),
-        model__ssl_reg=(1.0, 1.0, 0.5),
-        rlmrec__mask_ratio=(0.2,) * 3,
-        rlmrec__recon_weight=(1.0, 0.1, 1.0),
-        rlmrec__recon_temperature=(0.5, 0.1, 0.2),
-    ),
-}
-
-
-def _build_presets() -> None:
-    for backbone, bare in _BARE.items():
-        for dataset in _REAL:
-            base = bare[dataset]
-            PRESETS[(dataset, backbone, "none")] = dict(base)
-            PRESETS[(dataset, backbone, "darec")] = dict(base)
-            PRESETS[(dataset, backbone, "rlmrec-con")] = {**base, **_CON[backbone][dataset]}
-            PRESETS[(dataset, backbone, "rlmrec-gen")] = {**base, **_GEN[backbone][dataset]}
-        for method in METHODS:
-            PRESETS[("synthetic", backbone, method)] = PRESETS[("yelp", backbone, method)]
-
-
-_build_presets()
 
 
 def _check_choice(kind: str, value: str, valid: tuple[str, ...]) -> None:
@@ -389,7 +237,6 @@ def validate(cfg: Config) -> Config:
     criteria = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in cfg.eval.ks)
     _check_choice("train.criterion", cfg.train.criterion, criteria)
     checks = [
-        (0.0 < cfg.model.keep_rate <= 1.0, "model.keep_rate must be in (0, 1]"),
         (cfg.model.layer_num >= 0, "model.layer_num must be >= 0"),
         (cfg.model.embedding_size > 0, "model.embedding_size must be > 0"),
         (cfg.model.reg_weight >= 0, "model.reg_weight must be >= 0"),
@@ -405,6 +252,9 @@ def validate(cfg: Config) -> Config:
         (cfg.mesh.model >= 1, "mesh.model must be >= 1"),
         (len(cfg.eval.ks) > 0 and all(k > 0 for k in cfg.eval.ks), "eval.ks must be positive"),
     ]
+    for name in _model_specs:  # every section, so a bad value is caught wherever it is set
+        section = getattr(cfg.model, name)
+        checks += [(False, message) for message in getattr(section, "problems", list)()]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
@@ -482,11 +332,31 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     leaves = _leaf_paths(cfg)
     for key, value in overrides.items():
         if key not in leaves:
+            owners = _section_owners(key)
+            if owners:
+                moved = " or ".join(f"model.{name}.{key.split('.', 1)[1]}" for name in owners)
+                raise ConfigError(
+                    f"{key!r} is a backbone's own option: set {moved} (each backbone has its "
+                    "section model.<backbone>)"
+                )
             raise ConfigError(
                 f"unknown config key {key!r}; valid keys: {', '.join(sorted(leaves))}"
             )
         cfg = _replace_path(cfg, key.split("."), _coerce(value, leaves[key], key))
     return cfg
+
+
+def _section_owners(key: str) -> list[str]:
+    """The backbones whose section has the option a flat ``model.<option>`` key names (the
+    layout of configs saved before the per-backbone sections)."""
+    section, _, option = key.partition(".")
+    if section != "model" or "." in option:
+        return []
+    return [
+        name
+        for name, s in _model_specs.items()
+        if option in {f.name for f in dataclasses.fields(s.config)}
+    ]
 
 
 def _replace_path(obj: Any, parts: list[str], value: Any) -> Any:
@@ -547,4 +417,11 @@ def from_dict(raw: dict[str, Any]) -> Config:
                 flat[f"{prefix}{k}"] = v
 
     walk(raw, "")
+    # Configs saved before the per-backbone sections held every backbone's options flat in
+    # ``model``: the saved backbone's own move into its section, the others' are dropped.
+    backbone = flat.get("model.backbone", ModelConfig().backbone)
+    for key in [k for k in flat if _section_owners(k)]:
+        value = flat.pop(key)
+        if backbone in _section_owners(key):
+            flat.setdefault(f"model.{backbone}.{key.split('.', 1)[1]}", value)
     return validate(apply_overrides(Config(), flat))

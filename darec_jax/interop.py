@@ -1,6 +1,7 @@
 """Parameters in the PyTorch reference implementation's ``state_dict`` format, both ways.
 
-RLMRec's models name their parameters (all float32; linear layers in torch's [out, in] layout):
+RLMRec's models name their parameters (all float32; linear layers in torch's [out, in] layout;
+each backbone declares its names in ``models/<name>.py``, ``SPEC.state_dict``):
 
 ==================  =======================================================================
 backbone / method   names
@@ -44,7 +45,6 @@ __all__ = [
 
 HEADS = ("cf_specific", "cf_shared", "llm_specific", "llm_shared")
 _MLP = (("w1", "0.weight"), ("b1", "0.bias"), ("w2", "2.weight"), ("b2", "2.bias"))
-_GT = (("gt_wq", "qTrans"), ("gt_wk", "kTrans"), ("gt_wv", "vTrans"))
 
 
 class StateDictError(DarecError, ValueError):
@@ -52,29 +52,19 @@ class StateDictError(DarecError, ValueError):
 
 
 def _pairs(backbone: str, method: str, params: dict) -> list[tuple[tuple, str, int | None]]:
-    """[(path in our tree, reference name, index along a stacked leading axis or None)]."""
-    b = params["backbone"]
-    suffix = ".weight" if backbone == "dccf" else ""
+    """[(path in our tree, reference name, index along a stacked leading axis or None)]: the
+    backbone's names from its declaration (``SPEC.state_dict``), then the method's."""
+    from darec_jax.models import spec
+
+    declared = spec(backbone)
     out: list[tuple[tuple, str, int | None]] = [
-        (("backbone", "user_emb"), "user_embeds" + suffix, None),
-        (("backbone", "item_emb"), "item_embeds" + suffix, None),
+        (("backbone", ours), name, index)
+        for ours, name, index in declared.state_dict(params["backbone"])
     ]
-    if backbone == "dccf":
-        out += [
-            (("backbone", "user_intent"), "user_intent", None),
-            (("backbone", "item_intent"), "item_intent", None),
-        ]
-    if backbone == "gccf":
-        layers = sorted(int(k.rsplit("_", 1)[1]) for k in b if k.startswith("layer_weight_"))
-        out += [(("backbone", f"layer_weight_{k}"), f"gcnLayers.{k - 1}.W", None) for k in layers]
-    if backbone == "autocf":
-        for g in range(int(np.shape(b["gt_wq"])[0])):
-            out += [(("backbone", ours), f"gtLayers.{g}.{name}", g) for ours, name in _GT]
     if method in ("rlmrec-con", "rlmrec-gen"):
         out += [(("method", "mlp", ours), f"mlp.{name}", None) for ours, name in _MLP]
     if method == "rlmrec-gen":
-        masker = "gene_masker" if backbone == "autocf" else "masker"
-        out.append((("method", "mask_token"), f"{masker}.mask_token", None))
+        out.append((("method", "mask_token"), declared.mask_token, None))
     if method == "darec":
         for head in HEADS:
             out += [(("method", head, ours), f"{head}.{name}", None) for ours, name in _MLP]

@@ -36,7 +36,7 @@ def test_presets_and_overrides():
         ({"method": "kd"}, "valid: none, rlmrec-con"),
         ({"overrides": {"train.lrr": "1"}}, "valid keys: .*train.lr"),
         ({"overrides": {"train.epochs": "many"}}, "bad value 'many' for train.epochs"),
-        ({"overrides": {"model.keep_rate": "1.5"}}, "keep_rate"),
+        ({"overrides": {"model.lightgcn.keep_rate": "1.5"}}, "keep_rate"),
         ({"overrides": {"train.criterion": "hr@20"}}, "recall@20"),
     ],
 )

@@ -18,8 +18,8 @@ SMALL = [
     "--set", "data.synthetic.n_items=60",
     "--set", "data.synthetic.llm_dim=16",
     "--set", "train.batch_size=64",
-    "--set", "model.intent_num=8",
-    "--set", "model.fix_steps=2",
+    "--set", "model.dccf.intent_num=8",
+    "--set", "model.autocf.fix_steps=2",
     "--set", "darec.num_clusters=4",
     "--set", "darec.pair_sample=16",
     # SimGCL-Gen's Yelp mask ratio (0.01) masks a single node of this small world, whose recon
@@ -29,7 +29,7 @@ SMALL = [
     # InfoNCE is logsumexp(s/τ) − s⁺/τ ≈ 10.04 − 10: a cancellation that leaves ~1e-5 relative
     # float32 rounding in a term of ~8e-5 (measured 1.7e-5 at one step). At 0.2 the term is
     # ~2e-3 and both sides agree to ~2e-7.
-    "--set", "model.cl_temperature=0.2",
+    "--set", "model.sgl.cl_temperature=0.2",
 ]  # fmt: skip
 
 

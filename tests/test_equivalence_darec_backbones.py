@@ -88,7 +88,11 @@ def _setup(backbone, **overrides):
     data = _data()
     extra = {}
     if backbone == "dccf":  # a handful of intents keeps the test small
-        extra = {"model.cl_weight": 0.5, "model.cl_temperature": 0.3, "model.intent_num": 8}
+        extra = {
+            "model.dccf.cl_weight": 0.5,
+            "model.dccf.cl_temperature": 0.3,
+            "model.dccf.intent_num": 8,
+        }
     if backbone == "dccf":
         base = {
             "model.layer_num": 2,

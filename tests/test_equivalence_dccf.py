@@ -42,9 +42,9 @@ def _config(method, overrides=None):
     base = {
         "model.layer_num": 2,
         "model.reg_weight": 1e-2,
-        "model.intent_num": INTENTS,
-        "model.cl_weight": CL_WEIGHT,
-        "model.cl_temperature": CL_TAU,
+        "model.dccf.intent_num": INTENTS,
+        "model.dccf.cl_weight": CL_WEIGHT,
+        "model.dccf.cl_temperature": CL_TAU,
         "train.lr": 1e-2,
         "model.spmm_impl": "segment_sum",
     }
@@ -231,7 +231,7 @@ def test_forward_terms_gradients_and_adam_step(method, overrides):
 
 
 def test_zero_cl_weight_is_an_exact_zero():
-    _, data, fns, arrays, params, _, _ = _setup("none", {"model.cl_weight": 0.0})
+    _, data, fns, arrays, params, _, _ = _setup("none", {"model.dccf.cl_weight": 0.0})
     batch = padded_batch(*_batch(data, 20, seed=3), 32)
     _, terms = fns.loss(params, arrays, batch, StepInputs())
     assert float(terms["cl"]) == 0.0
@@ -247,7 +247,7 @@ def test_darec_trains_on_dccf_and_its_epoch_compiles_once():
         "darec",
         {
             "model.layer_num": 1,
-            "model.intent_num": INTENTS,
+            "model.dccf.intent_num": INTENTS,
             "model.spmm_impl": "segment_sum",
             "train.batch_size": 64,
             "darec.num_clusters": 4,

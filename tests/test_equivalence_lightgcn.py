@@ -33,7 +33,7 @@ def _setup(data, layer_num=3, keep_rate=0.8, reg_weight=1e-2, spmm_impl="segment
         "none",
         {
             "model.layer_num": layer_num,
-            "model.keep_rate": keep_rate,
+            "model.lightgcn.keep_rate": keep_rate,
             "model.reg_weight": reg_weight,
             "train.lr": 1e-2,
             "model.spmm_impl": spmm_impl,

@@ -187,7 +187,7 @@ def _darec_setup(overrides):
     fns, arrays, state = make_step_functions(cfg, data)
     params = state.params
     model, adj = build_reference(cfg, data)
-    assert cfg.model.keep_rate == 0.8 and cfg.model.embedding_size == 32
+    assert cfg.model.lightgcn.keep_rate == 0.8 and cfg.model.embedding_size == 32
     pairs = _darec_pairs(model, params)
     for dst, src in pairs:
         _copy(dst, src)

@@ -31,7 +31,7 @@ ref_sd = pytest.importorskip("darec_jax.reference.state_dict")
 
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 LLM_DIM = 12
-SMALL = {"model.seed_num": 3, "model.intent_num": 8, "darec.num_clusters": 4}
+SMALL = {"model.autocf.seed_num": 3, "model.dccf.intent_num": 8, "darec.num_clusters": 4}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def data():
 @pytest.mark.parametrize("backbone", BACKBONES)
 @pytest.mark.parametrize("method", METHODS)
 def test_reference_has_our_parameter_shapes(backbone, method, data):
-    overrides = {"model.seed_num": 3, "model.intent_num": 8, "darec.num_clusters": 4}
+    overrides = {"model.autocf.seed_num": 3, "model.dccf.intent_num": 8, "darec.num_clusters": 4}
     cfg = config_lib.build_config("synthetic", backbone, method, overrides)
     model, adj = factory.build_reference(cfg, data)
     llm_dim = LLM_DIM if method != "none" else 0

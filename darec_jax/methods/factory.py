@@ -9,6 +9,7 @@ from darec_jax.errors import ConfigError
 from darec_jax.methods.base import Method, NoMethod
 from darec_jax.methods.darec import Darec
 from darec_jax.methods.rlmrec import RlmrecCon, RlmrecGen
+from darec_jax.models import spec
 
 # method name -> (class, config section holding its options)
 _METHODS = {
@@ -30,6 +31,6 @@ def make_method(cfg: Config, n_users: int, n_items: int) -> Method:
         accepted = {f.name for f in dataclasses.fields(cls)}
         values = dataclasses.asdict(getattr(cfg, section))
         options = {k: v for k, v in values.items() if k in accepted}
-    if cls is RlmrecCon and cfg.model.backbone == "autocf":
-        options["with_negative_term"] = False  # AutoCF_plus has no negative-item kd term (§3.1)
+    if cls is RlmrecCon and not spec(cfg.model.backbone).rlmrec_con_negative:
+        options["with_negative_term"] = False  # e.g. AutoCF_plus (§3.1)
     return cls(n_users, n_items, **options)

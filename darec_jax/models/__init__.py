@@ -1,25 +1,34 @@
-"""Backbone models (Flax NNX modules holding parameters only) and the registry that builds the
-one a config names."""
+"""Backbone models (Flax NNX modules holding parameters only) and the registry of their
+declarations.
+
+Every module of this package that defines a ``SPEC`` (a :class:`~darec_jax.models.spec.
+BackboneSpec`) is a backbone; :data:`SPECS` holds them in their declared order. Adding a backbone
+is adding one file here (the module and its ``SPEC``); the config section, presets, builder,
+static arrays and state_dict names all come from it.
+"""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
+import importlib
+import pkgutil
+
 from flax import nnx
 
 from darec_jax.errors import ConfigError
-from darec_jax.graph import Graph
 from darec_jax.models.autocf import AutoCF
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.dccf import DCCF, dccf_graph_weights
-from darec_jax.models.gccf import GCCF, self_loop_arrays
+from darec_jax.models.dccf import DCCF
+from darec_jax.models.gccf import GCCF
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.models.sgl import SGL
 from darec_jax.models.simgcl import SimGCL
-from darec_jax.nn import xavier_uniform
+from darec_jax.models.spec import BackboneSpec
 
 __all__ = [
+    "SPECS",
     "AutoCF",
     "Backbone",
+    "BackboneSpec",
     "DCCF",
     "GCCF",
     "LightGCN",
@@ -27,83 +36,46 @@ __all__ = [
     "SimGCL",
     "concat_ego",
     "make_backbone",
+    "spec",
     "static_arrays",
-    "xavier_uniform",
 ]
 
 
+def _discover() -> dict[str, BackboneSpec]:
+    found = []
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        declared = getattr(module, "SPEC", None)
+        if isinstance(declared, BackboneSpec):
+            found.append(declared)
+    found.sort(key=lambda s: (s.order, s.name))
+    names = [s.name for s in found]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"two backbones declare the same name: {names}")
+    return {s.name: s for s in found}
+
+
+#: name -> declaration, in listing order.
+SPECS: dict[str, BackboneSpec] = _discover()
+
+
+def spec(name: str) -> BackboneSpec:
+    """The declaration of backbone ``name``."""
+    if name not in SPECS:
+        raise ConfigError(f"unknown backbone {name!r}; valid: {', '.join(SPECS)}")
+    return SPECS[name]
+
+
 def make_backbone(cfg, n_users: int, n_items: int, *, rngs: nnx.Rngs) -> Backbone:
-    """The backbone ``cfg.model.backbone`` with its hyper-parameters from ``cfg.model``."""
-    m = cfg.model
-    if m.backbone == "lightgcn":
-        return LightGCN(
-            n_users, n_items, m.embedding_size, m.layer_num, rngs=rngs, keep_rate=m.keep_rate
-        )
-    if m.backbone == "dccf":
-        return DCCF(
-            n_users,
-            n_items,
-            m.embedding_size,
-            m.layer_num,
-            rngs=rngs,
-            intent_num=m.intent_num,
-            cl_weight=m.cl_weight,
-            cl_temperature=m.cl_temperature,
-        )
-    if m.backbone == "gccf":
-        # Self-loops only for the bare model; the variants (and DaRec) use Â (Q1).
-        self_loops = cfg.method == "none"
-        return GCCF(
-            n_users, n_items, m.embedding_size, m.layer_num, rngs=rngs, self_loops=self_loops
-        )
-    if m.backbone == "sgl":
-        return SGL(
-            n_users,
-            n_items,
-            m.embedding_size,
-            m.layer_num,
-            rngs=rngs,
-            keep_rate=m.keep_rate,
-            cl_weight=m.cl_weight,
-            cl_temperature=m.cl_temperature,
-        )
-    if m.backbone == "simgcl":
-        return SimGCL(
-            n_users,
-            n_items,
-            m.embedding_size,
-            m.layer_num,
-            rngs=rngs,
-            cl_weight=m.cl_weight,
-            cl_temperature=m.cl_temperature,
-            eps=m.eps,
-        )
-    if m.backbone == "autocf":
-        return AutoCF(
-            n_users,
-            n_items,
-            m.embedding_size,
-            m.layer_num,
-            rngs=rngs,
-            gt_layer=m.gt_layer,
-            head_num=m.head_num,
-            seed_num=m.seed_num,
-            mask_depth=m.mask_depth,
-            keep_rate=m.keep_rate,
-            fix_steps=m.fix_steps,
-            ssl_reg=m.ssl_reg,
-        )
-    raise ConfigError(
-        f"unknown backbone {m.backbone!r}; valid: gccf, lightgcn, sgl, simgcl, dccf, autocf"
-    )
+    """The backbone ``cfg.model.backbone`` with its hyper-parameters from ``cfg.model`` and its
+    section ``cfg.model.<backbone>``."""
+    return spec(cfg.model.backbone).build(cfg, n_users, n_items, rngs=rngs)
 
 
-def static_arrays(cfg, data, graph: Graph) -> dict:
+def static_arrays(cfg, data, graph) -> dict:
     """Device arrays the backbone ``cfg.model.backbone`` needs besides the interaction graph
-    (``TrainArrays.extra``): built once per run from the training data and the interaction
-    graph (a :class:`~darec_jax.graph.Graph`)."""
-    if cfg.model.backbone == "dccf":
-        return {"dccf_weights": jnp.asarray(dccf_graph_weights(graph))}
-    if cfg.model.backbone == "gccf" and cfg.method == "none":
-        return self_loop_arrays(graph)  # Â_sl of the bare GCCF (Q1)
-    return {}
+    (``TrainArrays.extra``): built once per run from the interaction graph (a
+    :class:`~darec_jax.graph.Graph`)."""
+    del data
+    build = spec(cfg.model.backbone).static_arrays
+    return {} if build is None else build(cfg, graph)

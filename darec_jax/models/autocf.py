@@ -32,6 +32,8 @@ the method's terms (``late_term_names``; Q13, Q16).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import jraph
@@ -40,6 +42,7 @@ from flax import nnx
 
 from darec_jax.errors import ConfigError
 from darec_jax.models.base import Backbone, concat_ego
+from darec_jax.models.spec import BackboneSpec, embedding_names, per_dataset
 from darec_jax.nn import xavier_uniform
 
 # Step-state keys (merged into a step's draws; prefixed so they never meet a method's draw names).
@@ -175,7 +178,7 @@ class AutoCF(Backbone):
         if dim % head_num:
             raise ConfigError(f"embedding_size {dim} is not divisible by head_num {head_num}")
         if not 1 <= seed_num <= n_nodes:
-            raise ConfigError(f"model.seed_num must be in [1, {n_nodes}], got {seed_num}")
+            raise ConfigError(f"model.autocf.seed_num must be in [1, {n_nodes}], got {seed_num}")
         if mask_depth < 1 or fix_steps < 1 or gt_layer < 0:
             raise ConfigError("AutoCF needs mask_depth >= 1, fix_steps >= 1 and gt_layer >= 0")
         self.n_users = n_users
@@ -434,3 +437,80 @@ class AutoCF(Backbone):
         del neg
         valid = valid.astype(users.dtype)
         return -jnp.sum(jnp.sum(users * pos, axis=-1) * valid) / jnp.sum(valid)
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+@dataclasses.dataclass(frozen=True)
+class AutoCFConfig:
+    """``model.autocf``: graph-transformer layers and heads, seeds of the masked subgraphs,
+    masking depth, fraction of extra random nodes in the mask set (``keep_rate``, the
+    reference's name; not an edge dropout), steps between resamplings, weight of the
+    self-supervised terms."""
+
+    gt_layer: int = 1
+    head_num: int = 4
+    seed_num: int = 100
+    mask_depth: int = 2
+    keep_rate: float = 0.2
+    fix_steps: int = 10
+    ssl_reg: float = 5.0
+
+    def problems(self) -> list[str]:
+        if 0.0 < self.keep_rate <= 1.0:
+            return []
+        return ["model.autocf.keep_rate must be in (0, 1]"]
+
+
+_GT = (("gt_wq", "qTrans"), ("gt_wk", "kTrans"), ("gt_wv", "vTrans"))
+
+
+def _state_dict_names(params) -> list[tuple[str, str, int | None]]:
+    """The ID tables and each GT layer's slice of the stacked Q/K/V (``gtLayers.{g}.*``)."""
+    out = embedding_names(params)
+    for g in range(int(np.shape(params["gt_wq"])[0])):
+        out += [(ours, f"gtLayers.{g}.{name}", g) for ours, name in _GT]
+    return out
+
+
+_AUTOCF_VARIANT = {
+    "model.layer_num": (2, 2, 2),
+    "model.reg_weight": (1e-6, 1e-8, 1e-6),
+    "model.autocf.ssl_reg": (1.0, 1.0, 0.5),
+}
+
+SPEC = BackboneSpec(
+    name="autocf",
+    order=5,
+    module=AutoCF,
+    config=AutoCFConfig,
+    presets={
+        "none": per_dataset(
+            {
+                "model.layer_num": (2, 3, 2),
+                "model.reg_weight": (1e-6, 1e-7, 1e-6),
+                "model.autocf.ssl_reg": (5.0, 2.0, 0.5),
+                "model.autocf.keep_rate": (0.2,) * 3,
+            }
+        ),
+        "rlmrec-con": per_dataset(
+            {
+                **_AUTOCF_VARIANT,
+                "rlmrec.kd_weight": (0.1, 1e-2, 1e-2),
+                "rlmrec.kd_temperature": (0.5, 0.1, 0.2),
+            }
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                **_AUTOCF_VARIANT,
+                "rlmrec.mask_ratio": (0.2,) * 3,
+                "rlmrec.recon_weight": (1.0, 0.1, 1.0),
+                "rlmrec.recon_temperature": (0.5, 0.1, 0.2),
+            }
+        ),
+    },
+    state_dict=_state_dict_names,
+    mask_token="gene_masker.mask_token",
+    rlmrec_con_negative=False,  # AutoCF_plus has no negative-item kd term (§3.1)
+)

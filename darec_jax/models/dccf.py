@@ -23,6 +23,8 @@ divided by the number of unique users (Q9). DCCF draws no random numbers.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import jraph
@@ -32,6 +34,7 @@ from flax import nnx
 from darec_jax.graph import Graph
 from darec_jax.losses.alignment import cal_infonce
 from darec_jax.models.base import Backbone, concat_ego
+from darec_jax.models.spec import BackboneSpec, embedding_names, per_dataset
 from darec_jax.nn import xavier_uniform
 
 # One layer's views (Z, R, Aga, Aia), each [N, d].
@@ -206,3 +209,63 @@ def static_weights(arrays) -> jax.Array:
     (the same matrix computed in float64, equal up to float32 rounding)."""
     extra = arrays.extra or {}
     return extra.get("dccf_weights", arrays.graph.weights)
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+@dataclasses.dataclass(frozen=True)
+class DCCFConfig:
+    """``model.dccf``: the number of intent prototypes K, weight and temperature of the
+    per-layer contrast."""
+
+    intent_num: int = 128
+    cl_weight: float = 0.1
+    cl_temperature: float = 0.2
+
+    def problems(self) -> list[str]:
+        return [] if self.intent_num >= 1 else ["model.dccf.intent_num must be >= 1"]
+
+
+def _state_dict_names(params) -> list[tuple[str, str, int | None]]:
+    """``nn.Embedding`` tables (``.weight``) and the intent prototypes."""
+    return embedding_names(params, ".weight") + [
+        ("user_intent", "user_intent", None),
+        ("item_intent", "item_intent", None),
+    ]
+
+
+def _static_arrays(cfg, graph: Graph) -> dict[str, jax.Array]:
+    del cfg
+    return {"dccf_weights": jnp.asarray(dccf_graph_weights(graph))}
+
+
+SPEC = BackboneSpec(
+    name="dccf",
+    order=4,
+    module=DCCF,
+    config=DCCFConfig,
+    presets={
+        "none": per_dataset(
+            {
+                "model.layer_num": (2, 2, 3),
+                "model.reg_weight": (1e-4, 1e-4, 1e-3),
+                "model.dccf.cl_weight": (1e-3,) * 3,
+                "model.dccf.cl_temperature": (0.1,) * 3,
+                "model.dccf.intent_num": (128,) * 3,
+            }
+        ),
+        "rlmrec-con": per_dataset(
+            {"rlmrec.kd_weight": (1e-2,) * 3, "rlmrec.kd_temperature": (0.5, 0.2, 0.5)}
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                "rlmrec.mask_ratio": (0.05, 0.05, 0.1),
+                "rlmrec.recon_weight": (0.1, 0.01, 0.01),
+                "rlmrec.recon_temperature": (0.2, 0.1, 0.2),
+            }
+        ),
+    },
+    state_dict=_state_dict_names,
+    static_arrays=_static_arrays,
+)

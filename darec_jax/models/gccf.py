@@ -25,6 +25,7 @@ from flax import nnx
 
 from darec_jax.graph import Graph
 from darec_jax.models.base import Backbone, concat_ego
+from darec_jax.models.spec import BackboneSpec, embedding_names, per_dataset
 from darec_jax.nn import xavier_uniform
 
 SELF_LOOP_WEIGHTS = "self_loop_weights"
@@ -117,3 +118,50 @@ class GCCF(Backbone):
 
     def eval_forward(self, arrays):
         return self.propagate(self.ego(), arrays)
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+def self_loops(method: str) -> bool:
+    """Â_sl (with self-loops) for the bare model only; RLMRec's variants and DaRec use Â (Q1).
+    The one place this rule is written: the model, its static arrays and the reference's
+    adjacency all read it."""
+    return method == "none"
+
+
+def _state_dict_names(params) -> list[tuple[str, str, int | None]]:
+    """The ID tables and the per-layer W_l (``gcnLayers.{l-1}.W``)."""
+    layers = sorted(int(k.rsplit("_", 1)[1]) for k in params if k.startswith("layer_weight_"))
+    return embedding_names(params) + [
+        (f"layer_weight_{k}", f"gcnLayers.{k - 1}.W", None) for k in layers
+    ]
+
+
+def _static_arrays(cfg, graph: Graph) -> dict[str, jax.Array]:
+    return self_loop_arrays(graph) if self_loops(cfg.method) else {}
+
+
+SPEC = BackboneSpec(
+    name="gccf",
+    order=1,
+    module=GCCF,
+    presets={
+        "none": per_dataset({"model.layer_num": (2, 2, 2), "model.reg_weight": (1e-6, 1e-6, 1e-6)}),
+        "rlmrec-con": per_dataset(
+            {"rlmrec.kd_weight": (1e-3, 1e-3, 1e-2), "rlmrec.kd_temperature": (0.1, 0.2, 0.5)}
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                "model.reg_weight": (1e-7, 1e-6, 1e-6),
+                "rlmrec.mask_ratio": (0.1, 0.05, 0.1),
+                "rlmrec.recon_weight": (0.01,) * 3,
+                "rlmrec.recon_temperature": (0.1, 1.0, 0.1),
+            }
+        ),
+    },
+    state_dict=_state_dict_names,
+    static_arrays=_static_arrays,
+    build_options=lambda method: {"self_loops": self_loops(method)},
+    self_loops=self_loops,
+)

@@ -6,11 +6,14 @@ The module owns only parameters; the graph and any edge-dropout weights are call
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 from flax import nnx
 
 from darec_jax.graph import Graph, edge_keep_mask, lightgcn_propagate
 from darec_jax.models.base import Backbone, concat_ego
+from darec_jax.models.spec import BackboneSpec, per_dataset
 from darec_jax.nn import xavier_uniform
 
 
@@ -85,3 +88,52 @@ class LightGCN(Backbone):
 
     def eval_forward(self, arrays):
         return self.propagate(arrays.graph, self.ego())
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+@dataclasses.dataclass(frozen=True)
+class LightGCNConfig:
+    """``model.lightgcn``: edge-dropout keep probability in training (1.0 = no dropout, no
+    random draws)."""
+
+    keep_rate: float = 0.8
+
+    def problems(self) -> list[str]:
+        return [] if 0.0 < self.keep_rate <= 1.0 else ["model.lightgcn.keep_rate must be in (0, 1]"]
+
+
+SPEC = BackboneSpec(
+    name="lightgcn",
+    order=0,
+    module=LightGCN,
+    config=LightGCNConfig,
+    presets={
+        "none": per_dataset(
+            {
+                "model.layer_num": (3, 3, 2),
+                "model.reg_weight": (1e-6, 1e-6, 1e-6),
+                "model.lightgcn.keep_rate": (0.8,) * 3,
+            }
+        ),
+        "rlmrec-con": per_dataset(
+            {
+                "model.layer_num": (3, 3, 3),
+                "model.reg_weight": (1e-7, 1e-7, 1e-8),
+                "rlmrec.kd_weight": (1e-2, 1e-2, 1e-3),
+                "rlmrec.kd_temperature": (0.2, 0.2, 0.1),
+            }
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                "model.layer_num": (2, 2, 2),
+                "model.reg_weight": (1e-7, 1e-7, 1e-6),
+                "rlmrec.mask_ratio": (0.15, 0.05, 0.15),
+                "rlmrec.recon_weight": (0.1, 0.01, 0.1),
+                "rlmrec.recon_temperature": (0.5, 0.1, 0.5),
+            }
+        ),
+    },
+    draws={"uniforms": "edge"},
+)

@@ -21,12 +21,15 @@ view 3; with cl_weight = 0 the term is an exact 0 and neither dropped view is co
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from darec_jax.losses.alignment import cal_infonce
 from darec_jax.models.lightgcn import LightGCN
+from darec_jax.models.spec import BackboneSpec, per_dataset
 
 
 def view_contrast(
@@ -109,3 +112,60 @@ class SGL(LightGCN):
         u2, i2 = self.propagate(graph, ego, w2)
         cl = view_contrast(u1, i1, u2, i2, batch, self.cl_weight, self.cl_temperature)
         return fu, fi, {"cl": cl}
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+@dataclasses.dataclass(frozen=True)
+class SGLConfig:
+    """``model.sgl``: keep probability of the two edge-dropped views, weight and temperature of
+    their contrast."""
+
+    keep_rate: float = 0.8
+    cl_weight: float = 0.1
+    cl_temperature: float = 0.2
+
+    def problems(self) -> list[str]:
+        return [] if 0.0 < self.keep_rate <= 1.0 else ["model.sgl.keep_rate must be in (0, 1]"]
+
+
+_SGL_BASE = {
+    "model.reg_weight": (1e-5,) * 3,
+    "model.sgl.cl_weight": (0.1,) * 3,
+    "model.sgl.cl_temperature": (0.2, 0.2, 0.5),
+}
+
+SPEC = BackboneSpec(
+    name="sgl",
+    order=2,
+    module=SGL,
+    config=SGLConfig,
+    presets={
+        "none": per_dataset(  # depth from the top-level layer_num, 3 everywhere (Q3)
+            {
+                "model.layer_num": (3, 3, 3),
+                "model.reg_weight": (1e-5, 1e-6, 1e-5),
+                "model.sgl.cl_weight": (0.1, 1e-3, 0.1),
+                "model.sgl.cl_temperature": (0.2, 0.1, 0.5),
+                "model.sgl.keep_rate": (0.8,) * 3,
+            }
+        ),
+        "rlmrec-con": per_dataset(
+            {
+                **_SGL_BASE,
+                "rlmrec.kd_weight": (1e-2,) * 3,
+                "rlmrec.kd_temperature": (0.5, 1.0, 1.0),
+            }
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                **_SGL_BASE,
+                "rlmrec.mask_ratio": (0.2, 0.15, 0.1),
+                "rlmrec.recon_weight": (0.1,) * 3,
+                "rlmrec.recon_temperature": (0.2,) * 3,
+            }
+        ),
+    },
+    draws={"uniforms_1": "edge", "uniforms_2": "edge"},
+)

@@ -14,11 +14,13 @@ use view 3; the backbone's own term has no negative-item part:
                            + cal_infonce(F¹_i[pos], F²_i[pos], F²_i, τ) ]
 
 The step's draw is ``noise`` [2L, N, d] (view 1 layers 1..L, then view 2). Eval: view 3. With
-cl_weight = 0 the term is an exact 0 and nothing is drawn. ``model.keep_rate`` is ignored (the
-reference's top-level value is 1.0: no edge dropout).
+cl_weight = 0 the term is an exact 0 and nothing is drawn. SimGCL has no edge dropout (the
+reference's top-level keep rate is 1.0).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,7 @@ from darec_jax.graph import Graph
 from darec_jax.losses.alignment import normalize_clamped
 from darec_jax.models.lightgcn import LightGCN
 from darec_jax.models.sgl import view_contrast
+from darec_jax.models.spec import BackboneSpec, per_dataset
 
 
 def perturbed_propagate(graph: Graph, ego: jax.Array, noise: jax.Array, eps: float) -> jax.Array:
@@ -100,3 +103,50 @@ class SimGCL(LightGCN):
             with_negative_term=False,
         )
         return fu, fi, {"cl": cl}
+
+
+# ----------------------------------------------------------------------------- declarations
+
+
+@dataclasses.dataclass(frozen=True)
+class SimGCLConfig:
+    """``model.simgcl``: weight and temperature of the views' contrast, noise magnitude."""
+
+    cl_weight: float = 0.1
+    cl_temperature: float = 0.2
+    eps: float = 0.9
+
+
+_SIMGCL_BASE = {
+    "model.reg_weight": (1e-5,) * 3,
+    "model.simgcl.cl_weight": (0.1,) * 3,
+    "model.simgcl.cl_temperature": (0.2, 0.2, 0.5),
+}
+
+SPEC = BackboneSpec(
+    name="simgcl",
+    order=3,
+    module=SimGCL,
+    config=SimGCLConfig,
+    presets={
+        "none": per_dataset(
+            {**_SIMGCL_BASE, "model.layer_num": (3, 3, 3), "model.simgcl.eps": (0.9, 0.9, 0.2)}
+        ),
+        "rlmrec-con": per_dataset(
+            {
+                **_SIMGCL_BASE,
+                "rlmrec.kd_weight": (1e-2,) * 3,
+                "rlmrec.kd_temperature": (0.2, 0.1, 0.2),
+            }
+        ),
+        "rlmrec-gen": per_dataset(
+            {
+                **_SIMGCL_BASE,
+                "rlmrec.mask_ratio": (0.05, 0.01, 0.05),
+                "rlmrec.recon_weight": (0.1, 0.01, 0.01),
+                "rlmrec.recon_temperature": (0.2, 0.05, 0.1),
+            }
+        ),
+    },
+    draws={"noise": "dense"},
+)

@@ -54,6 +54,7 @@ from torch import nn
 from darec_jax.reference.darec import DaRecMixin
 from darec_jax.reference.lightgcn import reg_params
 from darec_jax.reference.losses import AlignMLP, node_mask, rlmrec_con_kd
+from darec_jax.reference.spec import ReferenceSpec, StepRunner
 from darec_jax.reference.train import _batches_vectorised, make_optimizer, sample_negatives
 from darec_jax.reference.variants import (
     BackboneOutput,
@@ -980,3 +981,59 @@ class AutoCFDaRecRef(DaRecMixin, AutoCFRef):
             (total, {"rec", "reg", "cl", "orth", "unif", "global", "local"}).
         """
         return self.darec_loss(anc, pos, neg, **darec_draws)
+
+
+class AutoCFRunner(StepRunner):
+    """The equivalence harness's AutoCF steps: :class:`AutoCFTrainer` decides the resample
+    steps and adds infomax; on a resample step the Gumbel uniforms, the extra mask nodes and the
+    decoder's pair indices are drawn here (their ranges depend on the reference's mask set) and
+    given to both sides; on other steps both sides keep the last resample's graphs."""
+
+    def __init__(self, model, optimizer, method: str):
+        super().__init__(model, optimizer, method)
+        self.trainer = AutoCFTrainer(model, optimizer)
+        self.trainer.start_epoch()
+
+    def draws(self, rng, declared, shapes, edge_uniforms):
+        from darec_jax.models import autocf as ours_autocf
+
+        model = self.model
+        if self.trainer.resamples_now():
+            u = rng.random(model.n_nodes, dtype=np.float32)
+            q = rng.integers(0, model.n_nodes, model.samp_num())
+            with torch.no_grad():
+                seeds, _, _ = model.local_graph(torch.from_numpy(u))
+                _, _, mask = model.mask_nodes(seeds, torch.from_numpy(q))
+            j = rng.integers(0, len(mask), model.n_edges)
+            j2 = rng.integers(0, len(mask), model.n_edges)
+        else:  # ignored on both sides: the graphs of the last resample are kept
+            u = np.zeros(model.n_nodes, np.float32)
+            q = np.zeros(model.samp_num(), np.int64)
+            j = j2 = np.zeros(model.n_edges, np.int64)
+        theirs = {"draws": AutoCFDraws(*(torch.from_numpy(x) for x in (u, q, j, j2)))}
+        ours = {
+            ours_autocf.GUMBEL_U: u,
+            ours_autocf.EXTRA_NODES: q.astype(np.int32),
+            ours_autocf.PAIR_IDS[0]: j.astype(np.int32),
+            ours_autocf.PAIR_IDS[1]: j2.astype(np.int32),
+        }
+        return ours, theirs
+
+    def loss(self, anc, pos, neg, backbone_draws, method_draws):
+        return self.trainer.loss(anc, pos, neg, backbone_draws["draws"], **method_draws)
+
+    def after_update(self) -> None:
+        self.trainer.step_in_epoch += 1
+
+
+def _darec(sizes, semantic, options, darec):
+    return AutoCFDaRecRef(*sizes, *semantic, darec=darec, **options)
+
+
+REFERENCE = ReferenceSpec(
+    name="autocf",
+    classes=lambda: (AutoCFRef, AutoCFPlusRef, AutoCFGeneRef),
+    darec=_darec,
+    renamed={"layer_num": "gcn_layer"},
+    runner=AutoCFRunner,
+)

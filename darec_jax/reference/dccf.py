@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from darec_jax.reference.losses import cal_infonce
+from darec_jax.reference.spec import ReferenceSpec
 from darec_jax.reference.variants import (
     BackboneOutput,
     EgoTransform,
@@ -429,3 +430,6 @@ class DCCFGeneRef(RLMRecGenMixin, DCCFRef):
         seeds = self._check_seeds(seeds)
         out = self.train_forward(anc, pos, neg, ego_transform=self.masker(seeds))
         return assemble_loss(self, out, anc, pos, neg, {"recon": self.recon_term(out, seeds)})
+
+
+REFERENCE = ReferenceSpec(name="dccf", classes=lambda: (DCCFRef, DCCFPlusRef, DCCFGeneRef))

@@ -2,69 +2,37 @@
 
 :func:`build_reference` maps the config's hyper-parameters onto the reference classes'
 arguments, so that a benchmark or a comparison builds the PyTorch side of exactly the run the JAX
-side trains. The adjacency is the one the variant uses: GCCF's bare model propagates over the graph
-with self-loops, every other case over Â without them (BACKBONES.md Q1).
+side trains. The classes come from the backbone's reference file (``reference/<name>.py``,
+``REFERENCE``); the adjacency has self-loops where the backbone's declaration says so
+(``SPEC.self_loops``: GCCF's bare model, BACKBONES.md Q1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
+from darec_jax.models import spec as backbone_spec
 from darec_jax.reference.adjacency import normalized_adjacency
-from darec_jax.reference.autocf import AutoCFDaRecRef, AutoCFGeneRef, AutoCFPlusRef, AutoCFRef
 from darec_jax.reference.darec import DaRecMixin
-from darec_jax.reference.dccf import DCCFGeneRef, DCCFPlusRef, DCCFRef
-from darec_jax.reference.gccf import GCCFGeneRef, GCCFPlusRef, GCCFRef
-from darec_jax.reference.lightgcn import LightGCNRef
-from darec_jax.reference.methods import LightGCNDaRecRef, LightGCNGeneRef, LightGCNPlusRef
-from darec_jax.reference.sgl import SGLGeneRef, SGLPlusRef, SGLRef
-from darec_jax.reference.simgcl import SimGCLGeneRef, SimGCLPlusRef, SimGCLRef
+from darec_jax.reference.spec import reference_spec
 
 __all__ = ["build_reference", "darec_options"]
 
-# backbone -> (bare, RLMRec-Con, RLMRec-Gen) classes.
-_CLASSES = {
-    "lightgcn": (LightGCNRef, LightGCNPlusRef, LightGCNGeneRef),
-    "gccf": (GCCFRef, GCCFPlusRef, GCCFGeneRef),
-    "sgl": (SGLRef, SGLPlusRef, SGLGeneRef),
-    "simgcl": (SimGCLRef, SimGCLPlusRef, SimGCLGeneRef),
-    "dccf": (DCCFRef, DCCFPlusRef, DCCFGeneRef),
-    "autocf": (AutoCFRef, AutoCFPlusRef, AutoCFGeneRef),
-}
 
-
-def _backbone_options(cfg) -> dict[str, Any]:
-    """The backbone's keyword arguments (its reference constructor's names)."""
+def _backbone_options(cfg, renamed) -> dict[str, Any]:
+    """The backbone's keyword arguments: the common sizes and weights, then its section
+    ``cfg.model.<backbone>`` (the same names as the reference constructor's, except
+    ``renamed``)."""
     m = cfg.model
-    name = m.backbone
-    if name == "autocf":
-        return dict(
-            embedding_size=m.embedding_size,
-            gcn_layer=m.layer_num,
-            gt_layer=m.gt_layer,
-            head_num=m.head_num,
-            seed_num=m.seed_num,
-            mask_depth=m.mask_depth,
-            keep_rate=m.keep_rate,
-            fix_steps=m.fix_steps,
-            reg_weight=m.reg_weight,
-            ssl_reg=m.ssl_reg,
-        )
     out: dict[str, Any] = dict(
         embedding_size=m.embedding_size, layer_num=m.layer_num, reg_weight=m.reg_weight
     )
-    if name in ("lightgcn", "sgl"):
-        out["keep_rate"] = m.keep_rate
-    if name in ("sgl", "simgcl", "dccf"):
-        out.update(cl_weight=m.cl_weight, cl_temperature=m.cl_temperature)
-    if name == "simgcl":
-        out["eps"] = m.eps
-    if name == "dccf":
-        out["intent_num"] = m.intent_num
-    return out
+    out.update(dataclasses.asdict(getattr(m, m.backbone)))
+    return {renamed.get(k, k): v for k, v in out.items()}
 
 
 def darec_options(cfg) -> dict[str, Any]:
@@ -98,21 +66,21 @@ def build_reference(cfg, data) -> tuple[nn.Module, torch.Tensor]:
         and the normalised adjacency it propagates over.
     """
     backbone, method = cfg.model.backbone, cfg.method
-    if backbone not in _CLASSES:
-        raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(_CLASSES)}")
     if method not in ("none", "rlmrec-con", "rlmrec-gen", "darec"):
         raise ValueError(f"unknown method {method!r}; valid: none, rlmrec-con, rlmrec-gen, darec")
-    self_loops = backbone == "gccf" and method == "none"
+    declared, ref = backbone_spec(backbone), reference_spec(backbone)
+    self_loops = declared.self_loops(method)
     adj = normalized_adjacency(
         data.n_users, data.n_items, data.train.users, data.train.items, self_loops=self_loops
     )
-    options = _backbone_options(cfg)
-    if backbone == "gccf" and method == "darec":
-        options["self_loops"] = False
-    bare, con, gen = _CLASSES[backbone]
+    options = _backbone_options(cfg, ref.renamed)
+    # Method-dependent options of the bare class (GCCF's self_loops); the variant classes set
+    # their own.
+    on_bare = {} if declared.build_options is None else declared.build_options(method)
+    bare, con, gen = ref.classes()
     sizes = (data.n_users, data.n_items, adj)
     if method == "none":
-        return bare(*sizes, **options), adj
+        return bare(*sizes, **options, **on_bare), adj
     if data.user_emb is None or data.item_emb is None:
         raise ValueError(f"--method {method} needs the dataset's LLM embeddings")
     semantic = (data.user_emb, data.item_emb)
@@ -127,11 +95,9 @@ def build_reference(cfg, data) -> tuple[nn.Module, torch.Tensor]:
             recon_temperature=r.recon_temperature,
         )
         return gen(*sizes, *semantic, **options), adj
-    if backbone == "lightgcn":
-        return LightGCNDaRecRef(*sizes, *semantic, **options, **darec_options(cfg)), adj
-    if backbone == "autocf":
-        return AutoCFDaRecRef(*sizes, *semantic, darec=darec_options(cfg), **options), adj
-    cls = type(f"{bare.__name__}DaRec", (DaRecMixin, bare), {})
-    model = cls(*sizes, **options)
+    if ref.darec is not None:
+        return ref.darec(sizes, semantic, options, darec_options(cfg)), adj
+    cls = type(f"{bare.__name__}DaRec", (DaRecMixin, bare), {"_generic_darec": True})
+    model = cls(*sizes, **options, **on_bare)
     model._init_darec(*semantic, **darec_options(cfg))
     return model, adj

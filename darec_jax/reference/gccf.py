@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from darec_jax.reference.spec import ReferenceSpec
 from darec_jax.reference.variants import (
     BackboneOutput,
     EgoTransform,
@@ -274,3 +275,6 @@ class GCCFGeneRef(RLMRecGenMixin, GCCFRef):
         seeds = self._check_seeds(seeds)
         out = self.train_forward(anc, pos, neg, ego_transform=self.masker(seeds))
         return assemble_loss(self, out, anc, pos, neg, {"recon": self.recon_term(out, seeds)})
+
+
+REFERENCE = ReferenceSpec(name="gccf", classes=lambda: (GCCFRef, GCCFPlusRef, GCCFGeneRef))

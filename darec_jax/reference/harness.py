@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from darec_jax.models import spec as backbone_spec
 from darec_jax.reference.adjacency import adjacency_edges
 from darec_jax.reference.factory import build_reference
 from darec_jax.reference.metrics import evaluate as reference_evaluate
+from darec_jax.reference.spec import reference_spec
 from darec_jax.reference.state_dict import load_rlmrec_state_dict, rlmrec_name
 from darec_jax.reference.train import make_optimizer
 
@@ -87,16 +89,18 @@ class _Sides:
         self.optimizer = make_optimizer(self.model, lr=cfg.train.lr)
         self.backbone_name, self.method_name = cfg.model.backbone, cfg.method
         self.carry = self.fns.backbone(self.state.params).init_step_state(self.arrays)
-        if self.backbone_name in ("lightgcn", "sgl"):
+        self.declared = backbone_spec(self.backbone_name).draws
+        if "edge" in self.declared.values():
             from darec_jax.graph import edge_permutation
 
             rows, cols, _ = adjacency_edges(adj)
             self.perm = edge_permutation(self.arrays.graph, rows, cols)
-        if self.backbone_name == "autocf":
-            from darec_jax.reference.autocf import AutoCFTrainer
-
-            self.trainer = AutoCFTrainer(self.model, self.optimizer)
-            self.trainer.start_epoch()
+        runner = reference_spec(self.backbone_name).runner
+        self.runner = runner(self.model, self.optimizer, self.method_name)
+        # The shapes of this step's backbone draws on our side (which names it draws at all).
+        backbone = self.fns.backbone(self.state.params)
+        drawn = jax.eval_shape(lambda: backbone.draw(jax.random.key(0), self.arrays))
+        self.draw_shapes = {name: tuple(v.shape) for name, v in drawn.items()}
         self._step = jax.jit(self._jax_step)
 
     # ------------------------------------------------------------------ draws
@@ -114,46 +118,14 @@ class _Sides:
 
         from darec_jax.train.step import StepInputs
 
-        cfg, m = self.cfg, self.cfg.model
-        ours: dict[str, Any] = {}  # our backbone's draws
+        cfg = self.cfg
         ours_method: dict[str, Any] = {}
         ours_epoch: dict[str, Any] = {}
-        backbone: dict[str, Any] = {}
         method: dict[str, Any] = {}
-        name = self.backbone_name
-        if name == "lightgcn" and m.keep_rate < 1.0:
-            backbone["uniforms"], u = self._edge_uniforms()
-            ours["uniforms"] = jnp.asarray(u)
-        if name == "sgl" and m.keep_rate < 1.0 and m.cl_weight != 0:
-            for k in ("uniforms_1", "uniforms_2"):
-                backbone[k], u = self._edge_uniforms()
-                ours[k] = jnp.asarray(u)
-        if name == "simgcl":
-            shape = (2 * m.layer_num, self.data.n_users + self.data.n_items, m.embedding_size)
-            noise = self.rng.random(shape, dtype=np.float32)
-            backbone["noise"], ours["noise"] = torch.from_numpy(noise), jnp.asarray(noise)
-        if name == "autocf":
-            from darec_jax.models import autocf as jax_autocf
-            from darec_jax.reference.autocf import AutoCFDraws
-
-            model = self.model
-            if self.trainer.resamples_now():
-                u = self.rng.random(model.n_nodes, dtype=np.float32)
-                q = self.rng.integers(0, model.n_nodes, model.samp_num())
-                with torch.no_grad():
-                    seeds, _, _ = model.local_graph(torch.from_numpy(u))
-                    _, _, mask = model.mask_nodes(seeds, torch.from_numpy(q))
-                j = self.rng.integers(0, len(mask), model.n_edges)
-                j2 = self.rng.integers(0, len(mask), model.n_edges)
-            else:  # ignored on both sides: the graphs of the last resample are kept
-                u = np.zeros(model.n_nodes, np.float32)
-                q = np.zeros(model.samp_num(), np.int64)
-                j = j2 = np.zeros(model.n_edges, np.int64)
-            backbone["draws"] = AutoCFDraws(*(torch.from_numpy(x) for x in (u, q, j, j2)))
-            ours[jax_autocf.GUMBEL_U] = jnp.asarray(u)
-            ours[jax_autocf.EXTRA_NODES] = jnp.asarray(q, jnp.int32)
-            ours[jax_autocf.PAIR_IDS[0]] = jnp.asarray(j, jnp.int32)
-            ours[jax_autocf.PAIR_IDS[1]] = jnp.asarray(j2, jnp.int32)
+        drawn, backbone = self.runner.draws(
+            self.rng, self.declared, self.draw_shapes, self._edge_uniforms
+        )
+        ours = {name: jnp.asarray(value) for name, value in drawn.items()}
         if self.method_name == "rlmrec-gen":
             n_nodes = self.data.n_users + self.data.n_items
             seeds = self.rng.choice(n_nodes, self.fns.method.n_seeds, replace=False)
@@ -212,12 +184,7 @@ class _Sides:
         model = self.model
         t = [torch.from_numpy(x.astype(np.int64)) for x in (anc, pos, neg)]
         self.optimizer.zero_grad()
-        if self.backbone_name == "autocf":
-            total, terms = self.trainer.loss(*t, backbone_draws["draws"], **method_draws)
-        elif self.method_name == "darec" and self.backbone_name != "lightgcn":
-            total, terms = model.darec_loss(*t, backbone_draws=backbone_draws, **method_draws)
-        else:
-            total, terms = model.cal_loss(*t, **backbone_draws, **method_draws)
+        total, terms = self.runner.loss(*t, backbone_draws, method_draws)
         total.backward()
         terms = {k: float(v.detach()) for k, v in terms.items()}
         terms["loss"] = float(total.detach())
@@ -231,8 +198,7 @@ class _Sides:
 
     def reference_update(self):
         self.optimizer.step()
-        if self.backbone_name == "autocf":
-            self.trainer.step_in_epoch += 1
+        self.runner.after_update()
 
     @torch.no_grad()
     def resync(self) -> None:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from darec_jax.reference.spec import ReferenceSpec
+
 
 def bpr_loss_sum(anc: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """Σ_b softplus(s⁻_b − s⁺_b) with s⁺_b = a_b·p_b, s⁻_b = a_b·n_b (sum, not mean; §1.7).
@@ -189,3 +191,19 @@ class LightGCNRef(nn.Module):
         """
         user_final, item_final = self.eval_embeddings()
         return user_final[users] @ item_final.T
+
+
+def _variants():
+    from darec_jax.reference.methods import LightGCNGeneRef, LightGCNPlusRef
+
+    return LightGCNRef, LightGCNPlusRef, LightGCNGeneRef
+
+
+def _darec(sizes, semantic, options, darec):
+    from darec_jax.reference.methods import LightGCNDaRecRef
+
+    return LightGCNDaRecRef(*sizes, *semantic, **options, **darec)
+
+
+# The variants live in reference/methods.py (which builds on this file).
+REFERENCE = ReferenceSpec(name="lightgcn", classes=_variants, darec=_darec)

@@ -25,6 +25,7 @@ import torch
 
 from darec_jax.reference.lightgcn import LightGCNRef, propagate
 from darec_jax.reference.losses import view_contrast
+from darec_jax.reference.spec import ReferenceSpec
 from darec_jax.reference.variants import (
     BackboneOutput,
     EgoTransform,
@@ -304,3 +305,6 @@ class SGLGeneRef(RLMRecGenMixin, SGLRef):
             anc, pos, neg, uniforms_1, uniforms_2, ego_transform=self.masker(seeds)
         )
         return assemble_loss(self, out, anc, pos, neg, {"recon": self.recon_term(out, seeds)})
+
+
+REFERENCE = ReferenceSpec(name="sgl", classes=lambda: (SGLRef, SGLPlusRef, SGLGeneRef))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from darec_jax.reference.lightgcn import LightGCNRef, propagate
 from darec_jax.reference.losses import view_contrast
+from darec_jax.reference.spec import ReferenceSpec
 from darec_jax.reference.variants import (
     BackboneOutput,
     EgoTransform,
@@ -345,3 +346,6 @@ class SimGCLGeneRef(RLMRecGenMixin, SimGCLRef):
         seeds = self._check_seeds(seeds)
         out = self.train_forward(anc, pos, neg, noise, ego_transform=self.masker(seeds))
         return assemble_loss(self, out, anc, pos, neg, {"recon": self.recon_term(out, seeds)})
+
+
+REFERENCE = ReferenceSpec(name="simgcl", classes=lambda: (SimGCLRef, SimGCLPlusRef, SimGCLGeneRef))
