@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from darec_jax import config as config_lib
 from darec_jax.errors import DarecError
@@ -47,6 +48,26 @@ def _table(checks, per_step: bool) -> list[str]:
     return lines
 
 
+SUMMARY_KINDS = (("term", "rel"), ("grad", "rel"), ("param", "rel"), ("embedding", "rel"),
+                 ("metric", "abs"))  # fmt: skip
+
+
+def _summary_row(cfg, checks) -> str:
+    """One row of the summary: the largest error of each kind over the steps."""
+    cells = []
+    for kind, which in SUMMARY_KINDS:
+        group = [c for c in checks if c.kind == kind]
+        if not group:
+            cells.append("–")
+            continue
+        worst = max(c.rel_err if which == "rel" else c.abs_err for c in group)
+        cells.append(f"{worst:.1e}")
+    ok = all(c.ok for c in checks)
+    result = "PASS" if ok else f"FAIL ({sum(not c.ok for c in checks)})"
+    head = f"| {cfg.model.backbone} | {cfg.method} | {result} | "
+    return head + " | ".join(cells) + " |"
+
+
 def _perturbations(items: list[str]) -> dict[str, float]:
     out = {}
     for item in items:
@@ -58,6 +79,31 @@ def _perturbations(items: list[str]) -> dict[str, float]:
         except ValueError as exc:
             raise DarecError(f"--perturb {name}: {value!r} is not a number") from exc
     return out
+
+
+def _write_summary(path: Path, argv, args, rows, failed, n) -> None:
+    from experiments.provenance import provenance
+
+    made = provenance("experiments.equivalence", sys.argv[1:] if argv is None else argv)
+    verdict = (
+        f"above tolerance: {', '.join(failed)}"
+        if failed
+        else f"all {n} combination(s) within tolerance"
+    )
+    lines = [
+        f"Made by `{made['command']}` at commit `{made['commit']}` "
+        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); "
+        f"{args.steps} Adam steps, rtol {args.rtol:g}, metric atol {args.metric_atol:g}; "
+        f"{verdict}. Relative errors are of the quantity's scale (max |reference|); parameters "
+        "pass with Adam's derived allowance where their relative error is above rtol.",
+        "",
+        "| backbone | method | result | max rel err: terms | grads | params | scoring emb. "
+        "| max abs err: val metrics |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,6 +133,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--per-step", action="store_true", help="one row per step")
     parser.add_argument(
+        "--summary",
+        default=None,
+        metavar="FILE.md",
+        help="also write one row per combination (the largest relative error of the terms, "
+        "gradients, parameters and scoring embeddings, and the largest absolute metric error) "
+        "to FILE.md, with the command, commit and machine",
+    )
+    parser.add_argument(
         "--no-resync",
         action="store_true",
         help="let the two trajectories run free instead of starting every step from our state",
@@ -115,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from darec_jax.train.trainer import load_data
 
         data = load_data(cfgs[0])
-        failed = []
+        failed, summary = [], []
         for cfg in cfgs:
             label = f"{cfg.data.name} · {cfg.model.backbone} · {cfg.method}"
             try:
@@ -136,11 +190,14 @@ def main(argv: list[str] | None = None) -> int:
             bad = sum(not c.ok for c in checks)
             print(f"\n## {label}: {'PASS' if ok else f'FAIL ({bad} of {len(checks)} checks)'}\n")
             print("\n".join(_table(checks, args.per_step)))
+            summary.append(_summary_row(cfg, checks))
             if not ok:
                 failed.append(label)
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.summary:
+        _write_summary(Path(args.summary), argv, args, summary, failed, len(cfgs))
     if failed:
         print(f"\nabove tolerance: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -34,13 +34,23 @@ SMALL = [
 
 
 @pytest.mark.parametrize("backbone", config_lib.BACKBONES)
-def test_every_method_passes(backbone, capsys):
-    code = equivalence.main(["--backbone", backbone, "--method", "all", "--steps", "3", *SMALL])
+def test_every_method_passes(backbone, capsys, tmp_path):
+    summary = tmp_path / "summary.md"
+    code = equivalence.main(
+        ["--backbone", backbone, "--method", "all", "--steps", "3", *SMALL,
+         "--summary", str(summary)]
+    )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.count("PASS") == len(config_lib.METHODS) and "**NO**" not in out
     for kind in ("term", "grad", "param", "embedding", "metric"):
         assert f"| {kind} |" in out
+    rows = [r for r in summary.read_text().splitlines() if r.startswith(f"| {backbone} |")]
+    assert [r.split(" | ")[1] for r in rows] == list(config_lib.METHODS)
+    for row in rows:  # PASS, then five errors below the tolerances they passed
+        cells = row.strip("| ").split(" | ")
+        assert cells[2] == "PASS" and all(0 <= float(c) < 1e-4 for c in cells[3:]), row
+    assert "at commit `" in summary.read_text()
 
 
 def test_checks_cover_every_quantity():
