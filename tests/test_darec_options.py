@@ -50,7 +50,9 @@ def _losses(workdir):
 
 def test_recluster_every_keeps_the_clusters_between_reclusterings(data, tmp_path):
     cfg = _cfg(**{"darec.recluster_every": 3})
-    train_and_evaluate(cfg, tmp_path / "run", data=data, progress=False, log=lambda _: None)
+    train_and_evaluate(
+        cfg, tmp_path / "run", data=data, progress=False, log=lambda _: None, plots=False
+    )
     # The same schedule by hand: clusters from epochs 0, 3, 6 (computed from the parameters at
     # the epoch's start with the epoch's clustering key), kept in between.
     fns, arrays, train_state = make_step_functions(cfg, data)
@@ -72,7 +74,9 @@ def test_recluster_every_keeps_the_clusters_between_reclusterings(data, tmp_path
         for a, b in zip(states[:-1], states[1:], strict=True)
     )
     # Every epoch (the default) differs from every third epoch.
-    train_and_evaluate(_cfg(), tmp_path / "each", data=data, progress=False, log=lambda _: None)
+    train_and_evaluate(
+        _cfg(), tmp_path / "each", data=data, progress=False, log=lambda _: None, plots=False
+    )
     each = _losses(tmp_path / "each")
     assert each[:3] != by_hand[:3] and each[0] == by_hand[0]
 
@@ -83,7 +87,13 @@ def test_resume_between_reclusterings_is_identical(data, tmp_path, assign):
 
     def run(name, **kwargs):
         return train_and_evaluate(
-            cfg, tmp_path / name, data=data, progress=False, log=lambda _: None, **kwargs
+            cfg,
+            tmp_path / name,
+            data=data,
+            progress=False,
+            log=lambda _: None,
+            **kwargs,
+            plots=False,
         )
 
     full = run("full")

@@ -380,6 +380,8 @@ def test_train_and_evaluate_two_epochs(tmp_path):
             "train.batch_size": "256",
         },
     )
-    res = train_and_evaluate(cfg, tmp_path / "autocf", progress=False, log=lambda _: None)
+    res = train_and_evaluate(
+        cfg, tmp_path / "autocf", progress=False, log=lambda _: None, plots=False
+    )
     assert res["status"] == "finished"
     assert 0.0 <= res["test"]["recall@20"] <= 1.0

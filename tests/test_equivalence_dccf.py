@@ -277,7 +277,7 @@ def test_train_and_evaluate_runs_dccf(tmp_path):
 
     cfg = _config("none", {"train.epochs": 2, "train.batch_size": 64, "model.layer_num": 1})
     res = train_and_evaluate(
-        cfg, tmp_path / "dccf", data=_data(), progress=False, log=lambda _: None
+        cfg, tmp_path / "dccf", data=_data(), progress=False, log=lambda _: None, plots=False
     )
     assert res["status"] == "finished"
     assert 0.0 <= res["test"]["recall@20"] <= 1.0

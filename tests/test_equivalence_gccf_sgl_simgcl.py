@@ -43,8 +43,16 @@ METHODS = ("none", "rlmrec-con", "rlmrec-gen")
 # Large enough weights that every term matters in the gradients.
 BACKBONE_OPTIONS = {
     "gccf": {},
-    "sgl": {"model.sgl.keep_rate": 0.8, "model.sgl.cl_weight": 0.5, "model.sgl.cl_temperature": 0.3},
-    "simgcl": {"model.simgcl.cl_weight": 0.5, "model.simgcl.cl_temperature": 0.3, "model.simgcl.eps": 0.5},
+    "sgl": {
+        "model.sgl.keep_rate": 0.8,
+        "model.sgl.cl_weight": 0.5,
+        "model.sgl.cl_temperature": 0.3,
+    },
+    "simgcl": {
+        "model.simgcl.cl_weight": 0.5,
+        "model.simgcl.cl_temperature": 0.3,
+        "model.simgcl.eps": 0.5,
+    },
 }
 METHOD_OPTIONS = {
     "none": {},

@@ -167,7 +167,9 @@ def test_method_runs_end_to_end_on_the_planted_world(method, tmp_path):
             "train.batch_size": "256",
         },
     )
-    res = train_and_evaluate(cfg, tmp_path / method, progress=False, log=lambda _: None)
+    res = train_and_evaluate(
+        cfg, tmp_path / method, progress=False, log=lambda _: None, plots=False
+    )
     assert res["status"] == "finished" and res["method"] == method
     assert 0.0 <= res["test"]["recall@20"] <= 1.0
 

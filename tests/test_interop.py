@@ -108,7 +108,7 @@ def test_export_and_evaluate_a_trained_run(tmp_path):
         "train.batch_size": "256",
     }
     cfg = config_lib.build_config("synthetic", "gccf", "none", overrides)
-    res = train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _: None)
+    res = train_and_evaluate(cfg, tmp_path / "run", progress=False, log=lambda _: None, plots=False)
     for name in ("best.pt", "best.npz"):
         assert (
             cli.main(["export", "--workdir", str(tmp_path / "run"), "--out", str(tmp_path / name)])

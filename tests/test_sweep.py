@@ -68,7 +68,7 @@ def test_grid_runs_skips_and_resumes(tmp_path, capsys):
     paused = sweep.cell_dir(tmp_path / "runs", "synthetic", "lightgcn", "darec", 2)
     status = train_and_evaluate(
         cfg, paused, data=load_data(cfg), progress=False, log=lambda _: None,
-        max_epochs_this_process=1,
+        max_epochs_this_process=1, plots=False
     )  # fmt: skip
     assert status["status"] == "paused"
     assert sweep.main(args) == 0

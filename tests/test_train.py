@@ -87,7 +87,9 @@ def test_epoch_scan_trains_and_matches_step_loop(toy_data):
 def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
     cfg = _tiny_config()
     lines = []
-    res = train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False, log=lines.append)
+    res = train_and_evaluate(
+        cfg, tmp_path / "run", data=toy_data, progress=False, log=lines.append, plots=False
+    )
     assert res["status"] == "finished"
     for name in ("config.json", "metrics.jsonl", "results.json"):
         assert (tmp_path / "run" / name).exists()
@@ -103,7 +105,7 @@ def test_end_to_end_run_and_artifacts(toy_data, tmp_path):
     assert saved["test"] == res["test"] and saved["versions"]["jax"] == jax.__version__
     # The same workdir is not silently overwritten.
     with pytest.raises(ConfigError, match="--resume"):
-        train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False)
+        train_and_evaluate(cfg, tmp_path / "run", data=toy_data, progress=False, plots=False)
 
 
 def test_resume_gives_identical_results(toy_data, tmp_path):
@@ -111,7 +113,13 @@ def test_resume_gives_identical_results(toy_data, tmp_path):
 
     def run(name, **kwargs):
         return train_and_evaluate(
-            cfg, tmp_path / name, data=toy_data, progress=False, log=lambda _: None, **kwargs
+            cfg,
+            tmp_path / name,
+            data=toy_data,
+            progress=False,
+            log=lambda _: None,
+            **kwargs,
+            plots=False,
         )
 
     full = run("full")
@@ -131,7 +139,9 @@ def test_resume_gives_identical_results(toy_data, tmp_path):
     # Resuming with different options is refused.
     other = _tiny_config(**{"train.epochs": "20", "train.lr": "0.01"})
     with pytest.raises(ConfigError, match="train.lr"):
-        train_and_evaluate(other, tmp_path / "part", data=toy_data, progress=False, resume=True)
+        train_and_evaluate(
+            other, tmp_path / "part", data=toy_data, progress=False, resume=True, plots=False
+        )
 
 
 def test_jitted_functions_compile_once(toy_data, tmp_path):

@@ -72,7 +72,9 @@ def test_end_to_end_bare_backbone(backbone, tmp_path):
         {"train.epochs": "2", "train.batch_size": "64", "model.layer_num": "2"},
     )
     data = random_dataset(n_users=50, n_items=40, per_user=6, seed=3)
-    res = train_and_evaluate(cfg, tmp_path / backbone, data=data, progress=False, log=lambda _: 0)
+    res = train_and_evaluate(
+        cfg, tmp_path / backbone, data=data, progress=False, log=lambda _: 0, plots=False
+    )
     assert res["status"] == "finished"
     assert 0.0 <= res["test"]["recall@20"] <= 1.0
     log = [json.loads(x) for x in (tmp_path / backbone / "metrics.jsonl").read_text().splitlines()]
