@@ -33,7 +33,7 @@ def _start(workdir: Path) -> subprocess.Popen:
     )
 
 
-@pytest.mark.slow  # about 2.5 minutes of process start-ups: python -m pytest -m slow
+@pytest.mark.slow  # about 2 minutes of process start-ups: python -m pytest -m slow
 def test_kills_and_resumes_give_the_uninterrupted_results(tmp_path):
     full = _start(tmp_path / "full")
     out, _ = full.communicate(timeout=600)
