@@ -42,7 +42,7 @@ from flax import nnx
 
 from darec_jax.errors import ConfigError
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.spec import BackboneSpec, embedding_names, per_dataset
+from darec_jax.models.spec import BackboneSpec, embedding_names, per_dataset, rate_problems
 from darec_jax.nn import xavier_uniform
 
 # Step-state keys (merged into a step's draws; prefixed so they never meet a method's draw names).
@@ -458,9 +458,7 @@ class AutoCFConfig:
     ssl_reg: float = 5.0
 
     def problems(self) -> list[str]:
-        if 0.0 < self.keep_rate <= 1.0:
-            return []
-        return ["model.autocf.keep_rate must be in (0, 1]"]
+        return rate_problems("model.autocf.keep_rate", self.keep_rate)
 
 
 _GT = (("gt_wq", "qTrans"), ("gt_wk", "kTrans"), ("gt_wv", "vTrans"))

@@ -13,7 +13,7 @@ from flax import nnx
 
 from darec_jax.graph import Graph, edge_keep_mask, lightgcn_propagate
 from darec_jax.models.base import Backbone, concat_ego
-from darec_jax.models.spec import BackboneSpec, per_dataset
+from darec_jax.models.spec import BackboneSpec, per_dataset, rate_problems
 from darec_jax.nn import xavier_uniform
 
 
@@ -101,7 +101,7 @@ class LightGCNConfig:
     keep_rate: float = 0.8
 
     def problems(self) -> list[str]:
-        return [] if 0.0 < self.keep_rate <= 1.0 else ["model.lightgcn.keep_rate must be in (0, 1]"]
+        return rate_problems("model.lightgcn.keep_rate", self.keep_rate)
 
 
 SPEC = BackboneSpec(

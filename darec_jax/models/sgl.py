@@ -29,7 +29,7 @@ from flax import nnx
 
 from darec_jax.losses.alignment import cal_infonce
 from darec_jax.models.lightgcn import LightGCN
-from darec_jax.models.spec import BackboneSpec, per_dataset
+from darec_jax.models.spec import BackboneSpec, per_dataset, rate_problems
 
 
 def view_contrast(
@@ -127,7 +127,7 @@ class SGLConfig:
     cl_temperature: float = 0.2
 
     def problems(self) -> list[str]:
-        return [] if 0.0 < self.keep_rate <= 1.0 else ["model.sgl.keep_rate must be in (0, 1]"]
+        return rate_problems("model.sgl.keep_rate", self.keep_rate)
 
 
 _SGL_BASE = {

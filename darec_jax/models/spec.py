@@ -41,6 +41,12 @@ def per_dataset(columns: Mapping[str, tuple]) -> dict[str, dict[str, Any]]:
     }
 
 
+def rate_problems(key: str, value: float) -> list[str]:
+    """``[message]`` when a probability option ``key`` is outside (0, 1], else ``[]`` (for a
+    section's ``problems``)."""
+    return [] if 0.0 < value <= 1.0 else [f"{key} must be in (0, 1]"]
+
+
 def embedding_names(params: Mapping[str, Any], suffix: str = "") -> StateDictPairs:
     """The ID tables every backbone has: ``user_emb`` / ``item_emb`` as the reference's
     ``user_embeds`` / ``item_embeds`` (+ ``suffix``, e.g. ``.weight`` for ``nn.Embedding``)."""
