@@ -72,10 +72,9 @@ def make_backbone(cfg, n_users: int, n_items: int, *, rngs: nnx.Rngs) -> Backbon
     return spec(cfg.model.backbone).build(cfg, n_users, n_items, rngs=rngs)
 
 
-def static_arrays(cfg, data, graph) -> dict:
+def static_arrays(cfg, graph) -> dict:
     """Device arrays the backbone ``cfg.model.backbone`` needs besides the interaction graph
     (``TrainArrays.extra``): built once per run from the interaction graph (a
     :class:`~darec_jax.graph.Graph`)."""
-    del data
     build = spec(cfg.model.backbone).static_arrays
     return {} if build is None else build(cfg, graph)

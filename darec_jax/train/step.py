@@ -424,7 +424,7 @@ def make_step_functions(
     arrays, search_steps = make_train_arrays(
         data, resolve_spmm_impl(cfg, devices), cfg.model.spmm_block_edges, with_llm
     )
-    arrays = arrays.replace(extra=static_arrays(cfg, data, arrays.graph))
+    arrays = arrays.replace(extra=static_arrays(cfg, arrays.graph))
     method = make_method(cfg, data.n_users, data.n_items)
     llm_dim = int(data.user_emb.shape[1]) if with_llm else 0
     graphdef, params = init_model(cfg, data.n_users, data.n_items, method, llm_dim)
