@@ -58,6 +58,36 @@ def test_local_alignment_masks_absent_clusters_and_is_symmetric():
     assert float(aligned) < float(value)
 
 
+def test_local_alignment_is_zero_with_no_cluster_present():
+    """A padded last batch with one real row whose CF and LLM clusters differ (``matched``), or
+    no real row at all (``joint``): no cluster is present in both views, so the term is 0 with a
+    zero, finite gradient (it was 0/0 = NaN, which stopped training)."""
+    a, b = _rows(7, 6, 4), _rows(8, 6, 4)
+    mask = jnp.array([1.0, 0, 0, 0, 0, 0])  # one real row, five padded ones
+    assign_cf = jnp.array([2, 0, 0, 0, 0, 0])
+    assign_llm = jnp.array([5, 0, 0, 0, 0, 0])  # the real row's LLM cluster differs
+
+    def matched(a, b):
+        return local_alignment(a, b, assign_cf, 8, 0.2, mask, assign_llm)
+
+    def joint_empty(a, b):
+        return local_alignment(a, b, assign_cf, 8, 0.2, jnp.zeros(6))
+
+    for fn in (matched, joint_empty):
+        value, grads = jax.value_and_grad(fn, argnums=(0, 1))(a, b)
+        assert float(value) == 0.0
+        for g in grads:
+            assert np.all(np.asarray(g) == 0.0)
+    # The same real row with both views in one cluster: one present cluster, whose softmax over
+    # a single centre is 1, so the loss is 0 there too, now by value rather than by the guard.
+    same = local_alignment(a, b, assign_cf, 8, 0.2, mask, assign_cf)
+    assert float(same) == pytest.approx(0.0, abs=1e-6)
+    # Two real rows in two shared clusters: strictly positive again.
+    mask2 = jnp.array([1.0, 1.0, 0, 0, 0, 0])
+    two = local_alignment(a, b, jnp.array([2, 3, 0, 0, 0, 0]), 8, 0.2, mask2)
+    assert float(two) > 0.0
+
+
 def test_spherical_kmeans_recovers_blobs():
     centres = jnp.eye(4)[:3] * 10.0
     noise = 0.3 * _rows(6, 90, 4)

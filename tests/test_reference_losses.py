@@ -346,6 +346,20 @@ def test_local_alignment_symmetric_under_view_swap():
     assert one.item() == pytest.approx(one_dir_c, rel=1e-5)
 
 
+def test_local_alignment_is_zero_with_no_cluster_present():
+    """``matched`` views whose rows share no cluster (one row: CF cluster 2, LLM cluster 5) and
+    an empty set give L = 0 with a finite gradient, not the mean of an empty tensor (NaN)."""
+    rng = np.random.default_rng(15)
+    for n, a_c, a_l in ((1, [2], [5]), (0, [], [])):
+        sh_c = _t(rng.normal(size=(n, 4))).requires_grad_()
+        sh_l = _t(rng.normal(size=(n, 4))).requires_grad_()
+        loss = local_alignment(sh_c, sh_l, torch.tensor(a_c, dtype=torch.int64), 8, 0.2,
+                               torch.tensor(a_l, dtype=torch.int64))
+        assert loss.item() == 0.0
+        loss.backward()
+        assert torch.all(sh_c.grad == 0) and torch.all(sh_l.grad == 0)
+
+
 def test_spherical_kmeans_recovers_blobs():
     rng = np.random.default_rng(14)
     dirs = np.eye(3) * 1.0

@@ -115,6 +115,10 @@ def local_alignment(
     ``assign_llm`` [m]: the LLM view's own assignment (``local_assign=matched``, already
     relabelled to the paired CF cluster); a cluster is then present when both views have a row
     of the set in it. None: one joint assignment serves both views.
+
+    With no cluster present (no real row, or — ``matched`` — no cluster holding a real row in
+    both views, e.g. a padded last batch with one row whose two views fall in different
+    clusters) the term is 0, with zero gradient, instead of 0/0.
     """
     _check_set([shared_cf, shared_llm], assign, mask, assign_llm)
     w = _ones(shared_cf, mask)
@@ -131,7 +135,7 @@ def local_alignment(
         logits = jnp.where(pair, a @ b.T / temperature, -jnp.inf)
         log_prob = jax.nn.log_softmax(logits, axis=-1)
         diag = jnp.where(present, -jnp.diagonal(log_prob), 0.0)
-        return jnp.sum(diag) / jnp.sum(present)
+        return jnp.sum(diag) / jnp.maximum(jnp.sum(present), 1)
 
     return 0.5 * (one_way(c_cf, c_llm) + one_way(c_llm, c_cf))
 

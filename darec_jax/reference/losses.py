@@ -306,6 +306,9 @@ def local_alignment(
 
         L = ½ [ mean_k −log_softmax_j(G)_kk + mean_k −log_softmax_j(Gᵀ)_kk ]
 
+    With no cluster present (P = 0: an empty set, or ``matched`` views whose rows share no
+    cluster) L = 0, kept in the autograd graph, instead of the mean of an empty tensor (NaN).
+
     Args:
         sh_c: [n, d_h] CF shared part of the set's rows.
         sh_l: [n, d_h] LLM shared part of the same rows.
@@ -325,6 +328,8 @@ def local_alignment(
     present = (torch.bincount(assign, minlength=num_clusters) > 0) & (
         torch.bincount(assign_l, minlength=num_clusters) > 0
     )
+    if not bool(present.any()):
+        return (sh_c.sum() + sh_l.sum()) * 0.0
     cen_c = normalize_eps(sum_c[present])  # [P, d_h]
     cen_l = normalize_eps(sum_l[present])
     logits = cen_c @ cen_l.T / temperature  # [P, P], G_kj = c^C_k·c^L_j/τ
