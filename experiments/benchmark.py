@@ -550,11 +550,12 @@ def scaling_dataset(n_edges: int, seed: int = 0):
     import numpy as np
 
     from darec_jax.data.dataset import InteractionData, Split
+    from darec_jax.graph.bipartite import sorted_unique
 
     nnz = max(n_edges // 2, 1000)
     n = max(nnz // INTERACTIONS_PER_USER, 64)
     rng = np.random.default_rng(seed)
-    keys = np.unique(rng.integers(0, n, nnz, dtype=np.int64) * n + rng.integers(0, n, nnz))
+    keys = sorted_unique(rng.integers(0, n, nnz, dtype=np.int64) * n + rng.integers(0, n, nnz))
     users, items = (keys // n).astype(np.int32), (keys % n).astype(np.int32)
     val_users = rng.choice(n, min(n, SCALING_EVAL_USERS), replace=False).astype(np.int32)
     val_items = rng.integers(0, n, val_users.shape[0]).astype(np.int32)

@@ -24,10 +24,19 @@ if TYPE_CHECKING:
     from darec_jax.graph.graph import Graph
 
 
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """``np.unique(keys)`` for an int array, by one sort and a neighbour comparison (several
+    times faster than ``np.unique``'s hashing path on 10^7+ keys)."""
+    keys = np.sort(keys)
+    if keys.size:
+        keys = keys[np.concatenate([[True], keys[1:] != keys[:-1]])]
+    return keys
+
+
 def unique_pairs(users: np.ndarray, items: np.ndarray, n_items: int) -> tuple[np.ndarray, ...]:
     """Binarise an interaction list: drop duplicate (user, item) pairs (sorted by user, item)."""
-    keys = np.unique(users.astype(np.int64) * n_items + items.astype(np.int64))
-    return (keys // n_items).astype(np.int64), (keys % n_items).astype(np.int64)
+    keys = sorted_unique(users.astype(np.int64) * n_items + items.astype(np.int64))
+    return keys // n_items, keys % n_items
 
 
 def interaction_edges(
@@ -45,11 +54,12 @@ def interaction_edges(
     """
     n_nodes = n_users + n_items
     u, i = unique_pairs(np.asarray(users), np.asarray(items), n_items)
-    # Both directions: user -> item and item -> user.
-    rows = np.concatenate([u, i + n_users])  # receiver (matrix row)
-    cols = np.concatenate([i + n_users, u])  # sender (matrix column)
-    order = np.lexsort((cols, rows))
-    rows, cols = rows[order], cols[order]
+    # Both directions: user -> item (already sorted by (user, item)), then item -> user, sorted
+    # by (item, user); every user id is below every item id, so the concatenation is sorted by
+    # (receiver, sender).
+    back = np.argsort(i * n_users + u)
+    rows = np.concatenate([u, i[back] + n_users])  # receiver (matrix row)
+    cols = np.concatenate([i + n_users, u[back]])  # sender (matrix column)
     degree = np.bincount(rows, minlength=n_nodes).astype(np.float64)
     with np.errstate(divide="ignore"):
         inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(degree), 0.0)

@@ -187,9 +187,14 @@ def mirror_edges(receivers: np.ndarray, senders: np.ndarray, n_nodes: int) -> np
     """
     keys = receivers.astype(np.int64) * n_nodes + senders  # sorted
     reverse = senders.astype(np.int64) * n_nodes + receivers
-    mirror = np.searchsorted(keys, reverse)
-    if mirror.size and (mirror.max() >= keys.size or np.any(keys[mirror] != reverse)):
+    # With a symmetric edge set the sorted reverse keys are the keys themselves: the edge at
+    # sorted position k of ``reverse`` is the reverse of edge k. One argsort, no binary search
+    # per edge (which is cache-bound: ~10x slower at 10^7 edges).
+    order = np.argsort(reverse)
+    if not np.array_equal(reverse[order], keys):
         raise ValueError("the transposed-graph backward needs every edge to have its reverse")
+    mirror = np.empty_like(order)
+    mirror[order] = np.arange(order.shape[0])
     return mirror
 
 

@@ -19,7 +19,7 @@ def csr_from_pairs(
     n_users: int, users: np.ndarray, items: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(indptr [U+1], sorted indices [nnz], number of binary-search steps) of a binary matrix."""
-    order = np.lexsort((items, users))
+    order = np.argsort(np.asarray(users, np.int64) * (int(np.max(items, initial=0)) + 1) + items)
     indices = np.asarray(items, np.int32)[order]
     counts = np.bincount(np.asarray(users, np.int64), minlength=n_users)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
