@@ -353,8 +353,14 @@ def test_local_alignment_is_zero_with_no_cluster_present():
     for n, a_c, a_l in ((1, [2], [5]), (0, [], [])):
         sh_c = _t(rng.normal(size=(n, 4))).requires_grad_()
         sh_l = _t(rng.normal(size=(n, 4))).requires_grad_()
-        loss = local_alignment(sh_c, sh_l, torch.tensor(a_c, dtype=torch.int64), 8, 0.2,
-                               torch.tensor(a_l, dtype=torch.int64))
+        loss = local_alignment(
+            sh_c,
+            sh_l,
+            torch.tensor(a_c, dtype=torch.int64),
+            8,
+            0.2,
+            torch.tensor(a_l, dtype=torch.int64),
+        )
         assert loss.item() == 0.0
         loss.backward()
         assert torch.all(sh_c.grad == 0) and torch.all(sh_l.grad == 0)
