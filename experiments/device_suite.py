@@ -355,7 +355,7 @@ def section_speed(ctx: Context) -> dict:
     data = ctx.data()
     out: dict = {"lightgcn": {}, "methods": {}, "backbones": {}}
 
-    def measure(cfg, data, evals: int) -> dict:
+    def measure(cfg, data, evals: int, epochs: int = s.timed_epochs) -> dict:
         t0 = time.perf_counter()
         epoch, evaluate, fns, _ = _epoch_runner(cfg, data)
         setup = time.perf_counter() - t0
@@ -363,7 +363,7 @@ def section_speed(ctx: Context) -> dict:
         row = {
             "setup_seconds": setup,
             "first_epoch_seconds": first,
-            "epoch_seconds": _median(_timed(epoch, s.timed_epochs)),
+            "epoch_seconds": _median(_timed(epoch, epochs)),
             "steps_per_epoch": fns.n_batches,
         }
         if evals:
@@ -388,7 +388,10 @@ def section_speed(ctx: Context) -> dict:
 
     for backbone in BACKBONES:
         if backbone != "lightgcn":
-            out["backbones"][backbone] = measure(ctx.config(backbone, "none"), data, 1)
+            # Fewer repeats: on the CPU these epochs are 10-100x LightGCN's.
+            out["backbones"][backbone] = measure(
+                ctx.config(backbone, "none"), data, 1, min(3, s.timed_epochs)
+            )
     return out
 
 
