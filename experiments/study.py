@@ -203,6 +203,9 @@ class Runner:
         # plan_only: record the runs a phase needs (``self.planned``) instead of training them.
         self.plan_only = plan_only
         self.planned: list[tuple] = []
+        from experiments.provenance import git_commit
+
+        self.commit = git_commit()
         cache = workdir / "jax_cache"
         cache.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(cache))
@@ -293,6 +296,7 @@ class Runner:
             "model_seed": cfg.train.seed,
             "method": method,
             "overrides": overrides,
+            "commit": self.commit,
         }
         try:
             res = self._train(cfg, folder, world)
