@@ -3,7 +3,11 @@
     python -m experiments.sweep --datasets synthetic --backbones lightgcn gccf \\
         --methods none rlmrec-con rlmrec-gen darec --seeds 1 2 3 --workdir runs/sweep
 
-Each cell is one ``experiments.run`` training (``<workdir>/<dataset>-<backbone>-<method>-seed<s>``).
+Each cell is one ``experiments.run`` training (``<workdir>/<dataset>-<backbone>-<method>-seed<s>``)
+with ``train.seed = s``; on the synthetic dataset the seed also draws the world
+(``data.synthetic.seed = s``, unless ``--set data.synthetic.seed=…`` fixes one world for every
+cell), so every seed is one world and the statistics are over worlds. The tables say which
+world and model seeds they cover.
 A cell with ``results.json`` is finished and skipped; one with a checkpoint but no results is
 resumed (the results equal an uninterrupted run's); the rest start fresh. A progress line says
 which cell runs and how many are left. When the grid is done (or with ``--tables-only``, from
@@ -57,10 +61,9 @@ def run_grid(args, log=print) -> int:
     overrides = config_lib.parse_set_args(args.overrides)
     configs = {}
     for d, b, m, s in cells:  # every config is checked before anything runs
-        extra = dict(overrides)
+        extra = cell_overrides(d, s, overrides)
         if args.data_dir.get(d):
             extra["data.data_dir"] = args.data_dir[d]
-        extra["train.seed"] = str(s)
         configs[(d, b, m, s)] = config_lib.build_config(d, b, m, extra)
     todo = [c for c in cells if not (cell_dir(root, *c) / "results.json").exists()]
     log(f"{len(cells)} cells, {len(cells) - len(todo)} finished, {len(todo)} to run")
@@ -70,8 +73,9 @@ def run_grid(args, log=print) -> int:
         cfg = configs[cell]
         folder = cell_dir(root, *cell)
         resume = has_checkpoint(folder / "checkpoints" / "latest")
-        d = cell[0]
+        d = (cell[0], cfg.data.synthetic.seed)  # a synthetic dataset: one world per seed
         if d not in data_cache:
+            data_cache.clear()
             data_cache[d] = load_data(cfg)
         elapsed = time.perf_counter() - t0
         eta = "" if i == 0 else f", about {elapsed / i * (len(todo) - i) / 60:.0f} min left"
@@ -83,6 +87,32 @@ def run_grid(args, log=print) -> int:
             cfg, folder, resume=resume, data=data_cache[d], progress=False, log=lambda _: None
         )
     return len(todo)
+
+
+def cell_overrides(dataset: str, seed: int, overrides: dict) -> dict:
+    """A cell's overrides: ``train.seed`` = the seed and, on the synthetic dataset, the world
+    drawn from the same seed (``data.synthetic.seed``) unless ``--set`` fixes one world for
+    all: each seed is then one world, and the paired tests pair runs by world."""
+    extra = dict(overrides)
+    extra["train.seed"] = str(seed)
+    if dataset == "synthetic" and "data.synthetic.seed" not in overrides:
+        extra["data.synthetic.seed"] = str(seed)
+    return extra
+
+
+def seeds_used(root: Path, dataset: str, backbones, methods, seeds) -> tuple[list, list]:
+    """(world seeds, model seeds) of the finished cells, from their saved configs."""
+    worlds, models = set(), set()
+    for b in backbones:
+        for m in methods:
+            for s in seeds:
+                path = cell_dir(root, dataset, b, m, s) / "config.json"
+                if path.exists() and (cell_dir(root, dataset, b, m, s) / "results.json").exists():
+                    cfg = json.loads(path.read_text())
+                    models.add(cfg["train"]["seed"])
+                    if dataset == "synthetic":
+                        worlds.add(cfg["data"]["synthetic"]["seed"])
+    return sorted(worlds), sorted(models)
 
 
 def collect(root: Path, dataset: str, backbones, methods, seeds) -> dict:
@@ -185,11 +215,23 @@ def write_tables(args) -> list[Path]:
         if not results:
             continue
         main_table, p_table, rows = tables(results, args.backbones, args.methods)
+        worlds, models = seeds_used(root, dataset, args.backbones, args.methods, args.seeds)
+        units = (
+            f"worlds (synthetic seeds {', '.join(map(str, worlds))}; one world per seed, so ± "
+            "and the tests are over worlds)"
+            if len(worlds) > 1
+            else (
+                f"model seeds on one world (synthetic seed {worlds[0]}; ± and the tests are "
+                "over training runs of that world, not over worlds)"
+                if worlds
+                else "seeds"
+            )
+        )
         text = (
-            f"{dataset}: test metrics of the best validation state, mean ± std over seeds "
-            f"({', '.join(map(str, args.seeds))}); **bold**: the best mean per backbone; "
+            f"{dataset}: test metrics of the best validation state, mean ± std over {units}; "
+            f"model seeds {', '.join(map(str, models))}; **bold**: the best mean per backbone; "
             "*: DaRec above every baseline of its backbone at p < 0.05 (paired t-test over "
-            "seeds).\n\n"
+            "seeds, each pair from the same world and model seed).\n\n"
             f"{main_table}\n\nPaired t-tests, DaRec against each baseline (sign of the mean "
             f"difference, two-sided p; * p < 0.05):\n\n{p_table}\n"
         )

@@ -63,7 +63,11 @@ def test_grid_runs_skips_and_resumes(tmp_path, capsys):
         "synthetic",
         "lightgcn",
         "darec",
-        {**config_lib.parse_set_args([s for s in TINY if s != "--set"]), "train.seed": 2},
+        {
+            **config_lib.parse_set_args([s for s in TINY if s != "--set"]),
+            "train.seed": 2,
+            "data.synthetic.seed": 2,
+        },
     )
     paused = sweep.cell_dir(tmp_path / "runs", "synthetic", "lightgcn", "darec", 2)
     status = train_and_evaluate(
@@ -81,9 +85,31 @@ def test_grid_runs_skips_and_resumes(tmp_path, capsys):
     table = (tmp_path / "out" / "sweep_synthetic.md").read_text()
     assert "| lightgcn | none | 2 |" in table and "| lightgcn | darec | 2 |" in table
     assert (tmp_path / "out" / "sweep_synthetic.csv").read_text().count("\n") == 3
+    assert "synthetic seeds 1, 2; one world per seed" in table and "model seeds 1, 2" in table
     # Everything finished: a second call runs nothing.
     assert sweep.main(args) == 0
     assert "4 cells, 4 finished, 0 to run" in capsys.readouterr().out
+
+
+def test_each_seed_is_its_own_world_unless_one_is_fixed():
+    from darec_jax.train.trainer import load_data
+
+    tiny = config_lib.parse_set_args([s for s in TINY if s != "--set"])
+    cfgs = [
+        config_lib.build_config(
+            "synthetic", "lightgcn", "none", sweep.cell_overrides("synthetic", s, tiny)
+        )
+        for s in (1, 2)
+    ]
+    assert [c.data.synthetic.seed for c in cfgs] == [1, 2]
+    assert [c.train.seed for c in cfgs] == [1, 2]
+    a, b = (load_data(c) for c in cfgs)
+    assert set(zip(a.train.users.tolist(), a.train.items.tolist(), strict=True)) != set(
+        zip(b.train.users.tolist(), b.train.items.tolist(), strict=True)
+    )
+    fixed = sweep.cell_overrides("synthetic", 5, {**tiny, "data.synthetic.seed": "0"})
+    assert fixed["data.synthetic.seed"] == "0" and fixed["train.seed"] == "5"
+    assert "data.synthetic.seed" not in sweep.cell_overrides("yelp", 5, {})
 
 
 def test_bad_names_exit_2(capsys):
