@@ -5,7 +5,9 @@
 Builds the planted world of DAREC.md §10 (shared preference clusters seen by both views, a
 CF-specific part only the interactions carry, a text-specific part only the "LLM embeddings"
 carry) and trains LightGCN with `none`, `rlmrec-con`, `rlmrec-gen`, `darec` and DaRec with each
-of its four terms switched off, once per seed (the seed drives both the world and the model).
+of its four terms switched off, once per world seed (``--model-seeds``: each world's model seed,
+by default the world seed). The study of tuned methods over many worlds with selection kept
+apart from evaluation is ``experiments.study``; this command is its quick, untuned precursor.
 A second world whose text view is pure noise (`text_signal=False`) checks that DaRec does not
 hurt much when there is nothing to align. Prints and saves (Markdown + JSON under `--out`) the
 mean ± std of test Recall@20 and NDCG@20 and a paired t-test of DaRec against each baseline.
@@ -144,10 +146,13 @@ def _fmt(values: list[float]) -> str:
 
 def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, out: Path):
     results: dict[str, list[dict]] = {name: [] for name in runs}
-    for seed in seeds:
+    model_seeds = args.model_seeds or seeds
+    if len(model_seeds) != len(seeds):
+        raise SystemExit("--model-seeds needs one model seed per world seed (--seeds)")
+    for seed, model_seed in zip(seeds, model_seeds, strict=True):
         data = make_planted_world(dataclasses.replace(world, seed=seed))
         for name, (method, overrides) in runs.items():
-            o = {"train.seed": seed, "train.epochs": args.max_epochs}
+            o = {"train.seed": model_seed, "train.epochs": args.max_epochs}
             o.update({**DAREC_MD, **overrides} if method == "darec" else overrides)
             cfg = config_lib.build_config("synthetic", "lightgcn", method, o)
             world_dir = "planted world" if world.text_signal else "text view is pure noise"
@@ -173,7 +178,8 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
         f"**{label}** — {world.n_users} users, {world.n_items} items, "
         f"{world.interactions_per_user:g} interactions per user on average, LLM dim "
         f"{world.llm_dim}, text_signal={world.text_signal}{_changed_knobs(world)}; "
-        f"seeds {seeds}.",
+        f"world seeds {seeds}, model seeds {list(model_seeds)} (paired: every method trains "
+        "in the same worlds with the same model seeds; ± and p are over worlds).",
         "",
         "| method | test R@20 | test N@20 | DaRec − method (R@20) | paired t-test p "
         "| R² of s from E^C | R² of c from E^C |",
@@ -203,7 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="world seeds")
+    parser.add_argument(
+        "--model-seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the model seed of each world (default: the world seed itself, as the committed "
+        "artifacts were made)",
+    )
     parser.add_argument("--max-epochs", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/planted")
     parser.add_argument("--no-ablations", action="store_true")
