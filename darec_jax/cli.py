@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
+from pathlib import Path
 
 from darec_jax import config as config_lib
-from darec_jax.errors import DarecError
+from darec_jax.errors import DarecError, RunInterrupted
 
 
 def run_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,28 @@ def _is_primary() -> bool:
     return jax.process_index() == 0
 
 
+class _Terminated(Exception):
+    """SIGTERM outside the training loop (the loop itself stops cleanly at an epoch's end)."""
+
+
+def _raise_on_sigterm():
+    def handle(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handle)
+
+
+def resume_command(argv: list[str] | None, workdir: str | None) -> str:
+    """The command line that continues this run: the same arguments, its work directory and
+    ``--resume``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--workdir" not in args and not any(a.startswith("--workdir=") for a in args):
+        args += ["--workdir", str(workdir)]
+    if "--resume" not in args:
+        args.append("--resume")
+    return "python -m experiments.run " + shlex.join(args)
+
+
 def main_run(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m experiments.run``; returns the process exit code."""
     from darec_jax.train.trainer import train_and_evaluate
@@ -95,6 +120,8 @@ def main_run(argv: list[str] | None = None) -> int:
     if args.list_keys:
         print("\n".join(config_lib.valid_keys()))
         return 0
+    workdir = None
+    previous_term = _raise_on_sigterm()
     try:
         from darec_jax.parallel import initialize_distributed
 
@@ -113,6 +140,21 @@ def main_run(argv: list[str] | None = None) -> int:
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except RunInterrupted as exc:
+        print(f"{exc}. Continue with:\n  {resume_command(argv, workdir)}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, _Terminated) as exc:
+        name, code = ("SIGTERM", 143) if isinstance(exc, _Terminated) else ("SIGINT", 130)
+        from darec_jax.train.run_dir import has_checkpoint
+
+        if workdir is not None and has_checkpoint(Path(workdir) / "checkpoints" / "latest"):
+            tail = f"its last checkpoint is kept; continue with:\n  {resume_command(argv, workdir)}"
+        else:
+            tail = "nothing was saved"
+        print(f"stopped by {name} before an epoch finished; {tail}", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
     print(
         f"results written to {workdir}/results.json "
         f"(test recall@20 {results['test'].get('recall@20', float('nan')):.4f})"

@@ -26,7 +26,7 @@ from darec_jax import config as config_lib
 from darec_jax.config import Config
 from darec_jax.data.dataset import InteractionData
 from darec_jax.data.registry import load_dataset
-from darec_jax.errors import ConfigError, DarecError
+from darec_jax.errors import ConfigError, DarecError, RunInterrupted
 from darec_jax.eval.ranking import RankingTask, evaluate_embeddings, prepare_split
 from darec_jax.parallel import describe_placement, make_mesh
 from darec_jax.train.checkpoint import CheckpointSlot, RunCheckpoints
@@ -37,6 +37,7 @@ from darec_jax.train.guards import (
     epoch_is_finite,
 )
 from darec_jax.train.run_dir import RunDirectory, has_checkpoint
+from darec_jax.train.signals import stop_requests
 from darec_jax.train.step import epoch_key, make_step_functions
 
 __all__ = [
@@ -197,25 +198,37 @@ class _Run:
         )
         first_epoch = self.loop.next_epoch
         paused = False
-        try:
-            while not self.loop.stopped and self.loop.next_epoch < cfg.train.epochs:
-                epoch = self.loop.next_epoch
-                if not self.run_epoch(epoch, bar):
-                    continue  # rolled back: the loop state names the epoch to run again
-                done = epoch + 1 - first_epoch
-                paused = (
-                    max_epochs_this_process is not None
-                    and done >= max_epochs_this_process
-                    and not self.loop.stopped
-                    and epoch + 1 < cfg.train.epochs
+        with stop_requests() as stop:
+            try:
+                while not self.loop.stopped and self.loop.next_epoch < cfg.train.epochs:
+                    epoch = self.loop.next_epoch
+                    if not self.run_epoch(epoch, bar):
+                        continue  # rolled back: the loop state names the epoch to run again
+                    done = epoch + 1 - first_epoch
+                    paused = (
+                        max_epochs_this_process is not None
+                        and done >= max_epochs_this_process
+                        and not self.loop.stopped
+                        and epoch + 1 < cfg.train.epochs
+                    ) or (stop.requested and not self.loop.stopped)
+                    if epoch % cfg.train.test_step == 0 or self.loop.stopped or paused:
+                        best = self.best_params if self.loop.best_epoch == epoch else None
+                        self.checkpoints.save(epoch, self.state, self.loop.__dict__, best)
+                    if paused:
+                        break
+                    if stop.requested:  # a signal during the epoch that ended the run
+                        break
+            finally:
+                bar.close()
+            if stop.requested and paused:
+                self.checkpoints.close()
+                self.log(
+                    f"{stop.name}: stopped after epoch {self.loop.next_epoch - 1}, its state "
+                    "saved; --resume continues from there"
                 )
-                if epoch % cfg.train.test_step == 0 or self.loop.stopped or paused:
-                    best = self.best_params if self.loop.best_epoch == epoch else None
-                    self.checkpoints.save(epoch, self.state, self.loop.__dict__, best)
-                if paused:
-                    break
-        finally:
-            bar.close()
+                raise RunInterrupted(
+                    stop.name, stop.exit_code, self.loop.next_epoch, str(self.dir.path)
+                )
         if paused:
             self.checkpoints.close()
             self.log(f"paused after epoch {self.loop.next_epoch - 1}; continue with --resume")
