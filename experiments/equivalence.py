@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the injected draws")
     parser.add_argument("--rtol", type=float, default=1e-5)
-    parser.add_argument("--metric-atol", type=float, default=1e-5)
+    parser.add_argument("--metric-atol", type=float, default=1e-9)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
     parser.add_argument(
         "--perturb",

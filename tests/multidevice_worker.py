@@ -29,7 +29,7 @@ import numpy as np  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 from darec_jax import config as config_lib  # noqa: E402
-from darec_jax.eval.ranking import _evaluate_sums, evaluate_embeddings, prepare_split  # noqa: E402
+from darec_jax.eval.ranking import _evaluate_hits, evaluate_embeddings, prepare_split  # noqa: E402
 from darec_jax.parallel import make_mesh  # noqa: E402
 from darec_jax.train.step import epoch_key, make_step_functions  # noqa: E402
 
@@ -99,13 +99,13 @@ def main(path: str) -> None:
     assert jax.device_count() == 8, jax.devices()
     data = with_llm_embeddings(random_dataset(n_users=256, n_items=192, per_user=8), dim=48)
     results = {}
-    before = _evaluate_sums._cache_size()
+    before = _evaluate_hits._cache_size()
     for method in ("none", "darec"):
         for layout in LAYOUTS:
             for name, value in run(method, layout, data).items():
                 results[f"{method}/{layout}/{name}"] = value
     # One evaluation program per (mesh, method's embedding width) — not one per call.
-    results["compiles_evaluate"] = np.asarray(_evaluate_sums._cache_size() - before)
+    results["compiles_evaluate"] = np.asarray(_evaluate_hits._cache_size() - before)
     np.savez(path, **results)
 
 

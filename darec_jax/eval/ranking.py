@@ -210,8 +210,10 @@ def _use_native_topk() -> bool:
     return native_spmm_available()
 
 
-def _chunk_metrics(user_final, item_final, item_t, chunk_arrays, ks, recall_denominator, native):
-    users, valid, gt_count, tr_rows, tr_items, tr_indptr, gt_keys = chunk_arrays
+def _chunk_hits(user_final, item_final, item_t, chunk_arrays, ks, native):
+    """uint8 [chunk, max(ks)]: hits[b, j] = 1 iff the (j+1)-th ranked item of the chunk's user b
+    is one of its ground-truth items."""
+    users, _, _, tr_rows, tr_items, tr_indptr, gt_keys = chunk_arrays
     n_items = item_final.shape[0]
     if native:
         # Scores, mask and top-k fused in one kernel: no [chunk, I] matrix in memory.
@@ -228,9 +230,33 @@ def _chunk_metrics(user_final, item_final, item_t, chunk_arrays, ks, recall_deno
     # row * I + item among the chunk's sorted ground-truth keys.
     query = jnp.arange(users.shape[0], dtype=jnp.int32)[:, None] * n_items + top
     pos = jnp.clip(jnp.searchsorted(gt_keys, query), 0, gt_keys.shape[0] - 1)
-    hits = (gt_keys[pos] == query).astype(jnp.float32)
-    per_user = metrics_from_topk_hits(hits, gt_count, ks, recall_denominator)
-    return {name: jnp.sum(value * valid) for name, value in per_user.items()}
+    return (gt_keys[pos] == query).astype(jnp.uint8)
+
+
+def metric_sums_float64(
+    hits: np.ndarray,
+    gt_count: np.ndarray,
+    valid: np.ndarray,
+    ks: tuple[int, ...],
+    recall_denominator: str = "gt",
+) -> dict[str, float]:
+    """Sums over the real users of per-user Recall@k and NDCG@k, in float64 on the host (the
+    same formulas as :func:`metrics_from_topk_hits`). hits [n, K] 0/1, gt_count [n] > 0,
+    valid [n] 0/1 (padding rows 0)."""
+    hits = np.asarray(hits, np.float64)
+    gt = np.asarray(gt_count, np.float64)
+    w = np.asarray(valid, np.float64)
+    discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2, dtype=np.float64))
+    cum_idcg = np.cumsum(discounts)
+    out = {}
+    for k in ks:
+        denom = gt if recall_denominator == "gt" else np.minimum(gt, k)
+        out[f"recall@{k}"] = float(np.sum(w * hits[:, :k].sum(1) / denom))
+        dcg = hits[:, :k] @ discounts[:k]
+        ideal = np.minimum(gt, k).astype(np.int64)
+        idcg = np.where(ideal > 0, cum_idcg[np.maximum(ideal - 1, 0)], 1.0)
+        out[f"ndcg@{k}"] = float(np.sum(w * dcg / idcg))
+    return out
 
 
 def evaluate_embeddings(
@@ -245,15 +271,15 @@ def evaluate_embeddings(
     chex.assert_rank([user_final, item_final], 2)
     chex.assert_equal_shape([user_final, item_final], dims=1)
     chex.assert_axis_dimension(item_final, 0, task.n_items)
-    sums = _evaluate_sums(
-        user_final,
-        item_final,
-        _task_arrays(task),
-        tuple(ks),
-        recall_denominator,
-        _use_native_topk(),
+    # The device ranks (scores and top-k, one chunk of users at a time); the host turns the hit
+    # indicators into metrics in float64, as the reference does, so the means carry no float32
+    # rounding (one 0/1 byte per user and rank crosses over).
+    hits = _evaluate_hits(user_final, item_final, _task_arrays(task), tuple(ks), _use_native_topk())
+    hits = np.asarray(jax.device_get(hits)).reshape(-1, max(ks))
+    sums = metric_sums_float64(
+        hits, task.gt_count.reshape(-1), task.user_valid.reshape(-1), ks, recall_denominator
     )
-    return {k: float(np.float64(v) / task.n_users_evaluated) for k, v in sums.items()}
+    return {k: v / task.n_users_evaluated for k, v in sums.items()}
 
 
 def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
@@ -268,15 +294,13 @@ def _task_arrays(task: RankingTask) -> tuple[np.ndarray, ...]:
     )
 
 
-@functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _evaluate_sums(user_final, item_final, arrays, ks, recall_denominator, native):
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _evaluate_hits(user_final, item_final, arrays, ks, native):
+    """uint8 [C, chunk, max(ks)]: every chunk's hit indicators (``lax.map``: one chunk's
+    [chunk, I] scores in memory at a time)."""
     item_t = None
     if native:  # the kernel's item layout, once per evaluation
         from darec_jax.kernels import item_tiles
 
         item_t = item_tiles(item_final)
-    per_chunk = jax.lax.map(
-        lambda a: _chunk_metrics(user_final, item_final, item_t, a, ks, recall_denominator, native),
-        arrays,
-    )
-    return {name: jnp.sum(v) for name, v in per_chunk.items()}
+    return jax.lax.map(lambda a: _chunk_hits(user_final, item_final, item_t, a, ks, native), arrays)

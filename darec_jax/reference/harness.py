@@ -236,7 +236,7 @@ def compare_training(
     batch_rows: int | None = None,
     seed: int = 0,
     rtol: float = 1e-5,
-    metric_atol: float = 1e-5,
+    metric_atol: float = 1e-9,
     perturb: dict[str, float] | None = None,
     resync: bool = True,
 ) -> list[Check]:
