@@ -14,11 +14,14 @@ DaRec's cluster assignments and pair subsets — and are compared after every st
 
 Errors are ``max |ours − reference|`` and that over ``max |reference|`` (relative to the
 quantity's scale). Parameters after an Adam step get one derived allowance on top of the
-relative tolerance: Adam divides by sqrt(v) + ε, so where a gradient entry is ~ε the float32
-rounding of that gradient (already checked above) is amplified up to the learning rate; the
-allowance is the difference between our optimiser's update from our gradients and from the
-reference's gradients, from the same optimiser state. After each step's checks our parameters
-and Adam moments are copied into the reference (``resync``), so every step starts from one state.
+relative tolerance, for the entries whose gradient is below the gradient check's resolution
+(|g| ≤ rtol · max|g| of its tensor) only: Adam divides by sqrt(v) + ε, so the float32 noise of
+such a gradient (already checked above) is amplified up to the learning rate; their allowance is
+the difference between our optimiser's update from our gradients and from the reference's
+gradients, from the same optimiser state (:func:`adam_allowance`). Every other entry must agree
+to rtol, so a parameter difference caused by a gradient difference fails. After each step's
+checks our parameters and Adam moments are copied into the reference (``resync``), so every step
+starts from one state.
 """
 
 from __future__ import annotations
@@ -229,6 +232,20 @@ class _Sides:
             state["exp_avg_sq"].copy_(torch.from_numpy(nu[key]))
 
 
+def adam_allowance(amplification, ref_grad, rtol: float) -> np.ndarray:
+    """Per-entry slack of the parameter check beyond ``rtol`` of the parameters' scale.
+
+    Adam divides each entry's step by its own gradient scale, so an entry whose gradient is
+    below what the gradient check can resolve (|g| ≤ rtol · max|g| of the tensor, or 0: float
+    noise, the same on neither side) can take a step of any size up to the learning rate in
+    either implementation. Those entries get |Adam(g_ours) − Adam(g_ref)| (``amplification``)
+    as slack; every other entry gets none, so a parameter difference that a real gradient
+    difference causes fails the check (it would otherwise be absorbed)."""
+    g = np.abs(np.asarray(ref_grad, np.float64))
+    resolvable = g > rtol * (float(g.max()) if g.size else 0.0)
+    return np.where(resolvable, 0.0, np.asarray(amplification, np.float64))
+
+
 def compare_training(
     cfg,
     data,
@@ -326,7 +343,8 @@ def compare_training(
                 rlmrec_name(n): p.detach().numpy() for n, p in sides.model.named_parameters()
             }
         for name, value in theirs_now.items():
-            add(step, "param", name, ours_now[name], value, extra=amp[name].astype(np.float64))
+            extra = adam_allowance(amp[name], ref_grads[name], rtol)
+            add(step, "param", name, ours_now[name], value, extra=extra)
         if resync:
             # The step was checked above (parameters, with Adam's derived allowance); the
             # forward after it is compared on one set of weights, so that entries Adam moved by
