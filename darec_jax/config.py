@@ -132,9 +132,9 @@ class DarecConfig:
     # Width of the four projection heads' outputs; 0 = the CF embedding size d.
     head_dim: int = 0
     # Weights of the four terms; 0 switches a term off and skips its computation. DAREC.md §8
-    # suggests 0.1 / 0.1 / 0.1 / 0.01; the planted benchmark's sweep (README, benchmarks/planted*)
-    # chose λ_un = 0: the uniformity term spreads the CF-specific head's output over the sphere
-    # and erased the CF-only signal E^C had learned (−0.020 Recall@20 against DaRec without it).
+    # suggests 0.1 / 0.1 / 0.1 / 0.01. λ_un = 0 came from the earlier planted benchmark
+    # (benchmarks/planted*), read off test metrics of the worlds it reports on: provisional,
+    # until the planted study (experiments/study.py) chooses the defaults on its tuning worlds.
     lambda_or: float = 0.1
     lambda_un: float = 0.0
     lambda_gl: float = 0.1

@@ -1,6 +1,6 @@
 """Speed and memory: our JAX code beside our PyTorch reference, same data, same machine, same run.
 
-    python -m experiments.benchmark --dataset yelp --data-dir ../shared/data/yelp
+    python -m experiments.benchmark --dataset yelp --data-dir data/yelp
 
 Each side runs in its own subprocess, one after the other (never side by side: on a 2-core machine
 either framework slows several-fold when the other runs beside it). Each side times a number of
@@ -11,7 +11,7 @@ saves it (and the raw JSON) under ``--out``.
 Per method (``--methods``): the training seconds per epoch of LightGCN with each alignment method,
 JAX and PyTorch reference, each relative to ``none`` on its own side::
 
-    python -m experiments.benchmark --dataset yelp --data-dir ../shared/data/yelp \
+    python -m experiments.benchmark --dataset yelp --data-dir data/yelp \
         --methods none rlmrec-con rlmrec-gen darec --epochs 5
 
 The LLM embeddings are stand-ins (seeded standard normal float32 of width ``--llm-dim``, the same
@@ -23,7 +23,7 @@ not run.
 Per backbone (``--backbones``): each backbone with ``--method none`` and its reference
 hyper-parameters, training seconds per epoch and seconds per full evaluation on both sides::
 
-    python -m experiments.benchmark --dataset yelp --data-dir ../shared/data/yelp \
+    python -m experiments.benchmark --dataset yelp --data-dir data/yelp \
         --backbones lightgcn gccf sgl simgcl dccf autocf --epochs 3 --evals 3
 
 (table ``speed_<dataset>_backbones.md``).

@@ -2,7 +2,7 @@
 
     python -m experiments.equivalence --dataset synthetic --backbone sgl --method darec --steps 3
     python -m experiments.equivalence --backbone all --method all          # every combination
-    python -m experiments.equivalence --dataset yelp --data-dir ../shared/data/yelp \\
+    python -m experiments.equivalence --dataset yelp --data-dir data/yelp \\
         --backbone gccf --method none --steps 2
 
 Builds our model and the reference (``darec_jax/reference``) with the same weights, runs

@@ -1,6 +1,6 @@
 """Real-data reproduction: bare backbone runs over several seeds beside RLMRec's Table 1.
 
-    python -m experiments.reproduce --dataset yelp --data-dir ../shared/data/yelp --seeds 2023 1 2
+    python -m experiments.reproduce --dataset yelp --data-dir data/yelp --seeds 2023 1 2
 
 Runs ``experiments.run``'s training (reference hyper-parameters, early stopping, test of the best
 validation state) once per seed, one after the other, and prints and saves (Markdown + JSON under

@@ -6,7 +6,7 @@
     # evaluate a reference-format state_dict (RLMRec's names) with our JAX code, and optionally
     # with our PyTorch reference too, on the validation or test split
     python -m experiments.state_dict evaluate --state-dict gccf.pt --dataset yelp \\
-        --backbone gccf --method none --data-dir ../shared/data/yelp --reference
+        --backbone gccf --method none --data-dir data/yelp --reference
 
 Names and layouts: see ``darec_jax/interop.py``. ``evaluate`` builds the model from the dataset,
 backbone, method and ``--set`` overrides given (they must match the ones the file was saved
