@@ -20,7 +20,11 @@ from darec_jax.models import autocf as jax_autocf
 from darec_jax.train.step import StepInputs, epoch_key, make_step_functions
 from tests.equivalence import DAREC_K as K
 from tests.equivalence import DARECS, HEADS, assert_rel_close, padded_batch
-from tests.toy import random_dataset, with_llm_embeddings
+from tests.toy import (
+    assert_reported_metrics_are_the_references,
+    random_dataset,
+    with_llm_embeddings,
+)
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -367,7 +371,7 @@ def test_darec_epoch_compiles_once_and_trains_with_finite_terms():
 
 
 def test_train_and_evaluate_two_epochs(tmp_path):
-    from darec_jax.train.trainer import train_and_evaluate
+    from darec_jax.train.trainer import load_data, train_and_evaluate
 
     cfg = config_lib.build_config(
         "synthetic",
@@ -384,4 +388,4 @@ def test_train_and_evaluate_two_epochs(tmp_path):
         cfg, tmp_path / "autocf", progress=False, log=lambda _: None, plots=False
     )
     assert res["status"] == "finished"
-    assert 0.0 <= res["test"]["recall@20"] <= 1.0
+    assert_reported_metrics_are_the_references(tmp_path / "autocf", load_data(cfg), res)

@@ -16,7 +16,11 @@ import pytest
 from darec_jax import config as config_lib
 from darec_jax.train.step import StepInputs, epoch_key, make_step_functions
 from tests.equivalence import assert_rel_close, padded_batch
-from tests.toy import random_dataset, with_llm_embeddings
+from tests.toy import (
+    assert_reported_metrics_are_the_references,
+    random_dataset,
+    with_llm_embeddings,
+)
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -276,8 +280,9 @@ def test_train_and_evaluate_runs_dccf(tmp_path):
     from darec_jax.train.trainer import train_and_evaluate
 
     cfg = _config("none", {"train.epochs": 2, "train.batch_size": 64, "model.layer_num": 1})
+    data = _data()
     res = train_and_evaluate(
-        cfg, tmp_path / "dccf", data=_data(), progress=False, log=lambda _: None, plots=False
+        cfg, tmp_path / "dccf", data=data, progress=False, log=lambda _: None, plots=False
     )
     assert res["status"] == "finished"
-    assert 0.0 <= res["test"]["recall@20"] <= 1.0
+    assert_reported_metrics_are_the_references(tmp_path / "dccf", data, res)

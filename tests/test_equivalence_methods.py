@@ -20,7 +20,11 @@ from tests.equivalence import (
     injected_uniforms,
     padded_batch,
 )
-from tests.toy import random_dataset, with_llm_embeddings
+from tests.toy import (
+    assert_reported_metrics_are_the_references,
+    random_dataset,
+    with_llm_embeddings,
+)
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
@@ -153,7 +157,7 @@ def test_terms_gradients_and_adam_step(method, overrides):
 
 @pytest.mark.parametrize("method", ["rlmrec-con", "rlmrec-gen"])
 def test_method_runs_end_to_end_on_the_planted_world(method, tmp_path):
-    from darec_jax.train.trainer import train_and_evaluate
+    from darec_jax.train.trainer import load_data, train_and_evaluate
 
     cfg = config_lib.build_config(
         "synthetic",
@@ -171,7 +175,7 @@ def test_method_runs_end_to_end_on_the_planted_world(method, tmp_path):
         cfg, tmp_path / method, progress=False, log=lambda _: None, plots=False
     )
     assert res["status"] == "finished" and res["method"] == method
-    assert 0.0 <= res["test"]["recall@20"] <= 1.0
+    assert_reported_metrics_are_the_references(tmp_path / method, load_data(cfg), res)
 
 
 def _darec_setup(overrides):

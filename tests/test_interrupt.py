@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ARGS = [
     "--dataset", "synthetic", "--method", "none", "--no-progress", "--no-plots",
     "--set", "data.synthetic.n_users=150", "--set", "data.synthetic.n_items=100",
-    "--set", "train.batch_size=128", "--set", "train.epochs=300", "--set", "train.patience=1000", "--set", "train.test_step=50",
+    "--set", "train.batch_size=128", "--set", "train.epochs=300",
+    "--set", "train.patience=1000", "--set", "train.test_step=50",
 ]  # fmt: skip
 
 

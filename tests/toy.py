@@ -50,3 +50,37 @@ def with_llm_embeddings(data: InteractionData, dim: int, seed: int = 4) -> Inter
         user_emb=rng.normal(size=(data.n_users, dim)).astype(np.float32),
         item_emb=rng.normal(size=(data.n_items, dim)).astype(np.float32),
     )
+
+
+def reference_metrics_of_best(workdir: Path, data: InteractionData, split: str = "test") -> dict:
+    """The PyTorch reference's evaluation of a finished run's best checkpoint on ``split``: an
+    independent value for the metrics the run reported (``results.json``)."""
+    import json
+
+    from darec_jax import config as config_lib
+    from darec_jax.interop import to_state_dict
+    from darec_jax.train.checkpoint import CheckpointSlot
+    from darec_jax.train.step import make_step_functions
+    from experiments.state_dict import _reference_metrics
+
+    cfg = config_lib.from_dict(json.loads((Path(workdir) / "config.json").read_text()))
+    _, _, state = make_step_functions(cfg, data)
+    slot = CheckpointSlot(Path(workdir) / "checkpoints" / "best")
+    params, _ = slot.restore(state.params)
+    slot.close()
+    state_dict = {k: np.asarray(v) for k, v in to_state_dict(cfg, params).items()}
+    return _reference_metrics(cfg, data, state_dict, getattr(data, split), tuple(cfg.eval.ks))
+
+
+def assert_reported_metrics_are_the_references(workdir: Path, data: InteractionData, res: dict):
+    """The run's reported test metrics equal the reference's evaluation of its best checkpoint
+    (both sum in float64: exactly, unless float32 scores tie differently), and its reported
+    validation Recall@20 is the best one its log recorded."""
+    import json
+
+    ref = reference_metrics_of_best(workdir, data, "test")
+    for key, value in ref.items():
+        assert abs(res["test"][key] - value) <= 1e-9, (key, res["test"][key], value)
+    log = [json.loads(x) for x in (Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+    vals = [r["val"]["recall@20"] for r in log if "val" in r]
+    assert max(vals) == res["val"]["recall@20"] or len(vals) == 1
