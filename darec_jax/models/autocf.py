@@ -456,6 +456,10 @@ class AutoCFConfig:
     keep_rate: float = 0.2
     fix_steps: int = 10
     ssl_reg: float = 5.0
+    # Decode the decoder's edge hashes h = r·N + c as the reference's CUDA code does, in float32
+    # (rows drift once r·N passes 2^24, so on large graphs some decoder edges land on other
+    # rows); False: the exact integer decode. True reproduces the reference bit for bit there.
+    fp32_row_decode: bool = False
 
     def problems(self) -> list[str]:
         return rate_problems("model.autocf.keep_rate", self.keep_rate)
