@@ -738,11 +738,27 @@ def _run_side(
     return json.loads(line[len("RESULT ") :]), 0
 
 
-def _save(out: str, name: str, table: str, results: dict) -> None:
+def _save(out: str, name: str, table: str, results: dict, configs) -> None:
+    """The table (Markdown, with a line saying how it was made) and the raw results (JSON, with
+    the same provenance: commit, command, machine, and the resolved config of each run)."""
+    from darec_jax import config as config_lib
+    from experiments.provenance import provenance
+
+    made = provenance("experiments.benchmark", sys.argv[1:])
+    made["configs"] = {
+        f"{d}/{b}/{m}": config_lib.to_dict(config_lib.build_config(d, b, m)) for d, b, m in configs
+    }
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{name}.md").write_text(table + "\n")
-    (folder / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    header = (
+        f"Made by `{made['command']}` at commit `{made['commit']}` "
+        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); the "
+        "resolved config of every run is in the JSON beside this file.\n\n"
+    )
+    (folder / f"{name}.md").write_text(header + table + "\n")
+    (folder / f"{name}.json").write_text(
+        json.dumps({"provenance": made, "results": results}, indent=2) + "\n"
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -817,7 +833,13 @@ def _main_methods(args) -> int:
             results[side][method] = result
     table = _methods_table(results, args)
     print(table)
-    _save(args.out, f"speed_{args.dataset}_methods", table, results)
+    _save(
+        args.out,
+        f"speed_{args.dataset}_methods",
+        table,
+        results,
+        [(args.dataset, "lightgcn", m) for m in args.methods],
+    )
     return 0
 
 
@@ -832,7 +854,13 @@ def _main_backbones(args) -> int:
             results[side][backbone] = result
     table = _backbones_table(results, args)
     print(table)
-    _save(args.out, f"speed_{args.dataset}_backbones", table, results)
+    _save(
+        args.out,
+        f"speed_{args.dataset}_backbones",
+        table,
+        results,
+        [(args.dataset, b, "none") for b in args.backbones],
+    )
     return 0
 
 
@@ -845,7 +873,7 @@ def _main_scaling(args) -> int:
         rows.append(result)
     table = _scaling_table(rows, args)
     print(table)
-    _save(args.out, "scaling", table, {"rows": rows})
+    _save(args.out, "scaling", table, {"rows": rows}, [("yelp", "lightgcn", "none")])
     return 0
 
 
@@ -882,7 +910,7 @@ def main(argv: list[str] | None = None) -> int:
         results[side] = result
     table = _table(results, args)
     print(table)
-    _save(args.out, f"speed_{args.dataset}", table, results)
+    _save(args.out, f"speed_{args.dataset}", table, results, [(args.dataset, "lightgcn", "none")])
     return 0
 
 

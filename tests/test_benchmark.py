@@ -201,3 +201,18 @@ def test_scaling_dataset_and_table(tmp_path):
     assert cells[1].strip() == f"{row['edges']:,}"
     floor_seconds = row["step_bytes_floor"] / (row["bandwidth_gbs"] * 1e9)
     assert float(cells[11]) == pytest.approx(row["step_seconds"] / floor_seconds, abs=0.051)
+
+
+def test_every_saved_table_records_how_it_was_made(tmp_path):
+    import json
+
+    from experiments import benchmark
+
+    benchmark._save(str(tmp_path), "speed_x", "| a |", {"jax": {}}, [("yelp", "gccf", "none")])
+    md = (tmp_path / "speed_x.md").read_text()
+    assert md.startswith("Made by `python -m experiments.benchmark") and "at commit `" in md
+    saved = json.loads((tmp_path / "speed_x.json").read_text())
+    made = saved["provenance"]
+    assert {"commit", "command", "machine", "configs"} <= set(made)
+    assert made["configs"]["yelp/gccf/none"]["model"]["backbone"] == "gccf"
+    assert saved["results"] == {"jax": {}}
