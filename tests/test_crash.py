@@ -43,7 +43,7 @@ def test_kills_and_resumes_give_the_uninterrupted_results(tmp_path):
     workdir = tmp_path / "killed"
     log = workdir / "metrics.jsonl"
     rng = np.random.default_rng(0)
-    kills, saw_partial, at_epochs = 0, False, []
+    kills, at_epochs = 0, []
     for _ in range(4):
         lines_before = len(log.read_text().splitlines()) if log.exists() else 0
         proc = _start(workdir)
@@ -62,9 +62,6 @@ def test_kills_and_resumes_give_the_uninterrupted_results(tmp_path):
         proc.wait()
         kills += 1
         at_epochs.append(len(log.read_text().splitlines()))
-        latest = workdir / "checkpoints" / "latest"
-        if latest.is_dir():
-            saw_partial |= any(not p.name.isdigit() for p in latest.iterdir())
     final = _start(workdir)
     out, _ = final.communicate(timeout=600)
     assert final.returncode == 0, out
@@ -78,4 +75,6 @@ def test_kills_and_resumes_give_the_uninterrupted_results(tmp_path):
         for x in p.read_text().splitlines()
     ]
     assert strip(workdir / "metrics.jsonl") == strip(tmp_path / "full" / "metrics.jsonl")
-    print(f"{kills} kills (after epochs {at_epochs}) survived; partial write seen: {saw_partial}")
+    # Whether a kill lands inside a checkpoint write is chance here; the states such a kill
+    # leaves are built on purpose and resumed in tests/test_resume_regressions.py.
+    print(f"{kills} kills (after epochs {at_epochs}) survived")
