@@ -63,3 +63,10 @@ def test_scale_skips_sizes_that_do_not_fit_the_budget(monkeypatch, tmp_path):
     result = ds.section_scale(ds.Context(args))
     assert result["rows"] == []
     assert [s["edges"] for s in result["skipped"]] == list(ds.DRY.scale_edges)
+
+
+def test_scale_projection_scales_the_build_and_steps_not_the_start_up():
+    row = {"edges": 10**6, "process_seconds": 20.0, "setup_seconds": 2.0,
+           "timed_steps": 8, "step_seconds": 0.01}  # fmt: skip
+    # fixed 20 − 2 − 0.32 = 17.68 s; build and steps 2.32 s, times 100.
+    assert ds.projected_seconds(row, 10**8) == pytest.approx(17.68 + 232.0)
