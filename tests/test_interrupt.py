@@ -54,13 +54,14 @@ def _resume_args(stderr: str) -> list[str]:
 
 
 def test_sigint_then_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path):
-    straight = tmp_path / "straight"
-    done = subprocess.run(
-        [sys.executable, "-m", "experiments.run", *ARGS, "--workdir", str(straight)],
-        cwd=ROOT, capture_output=True, text=True,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    expected = json.loads((straight / "results.json").read_text())
+    # The uninterrupted run, in this process (the same config as the command line's).
+    from darec_jax.cli import config_from_args, run_parser
+    from darec_jax.train.trainer import train_and_evaluate
+
+    cfg = config_from_args(run_parser().parse_args(ARGS))
+    expected = train_and_evaluate(
+        cfg, tmp_path / "straight", progress=False, log=lambda _: None, plots=False
+    )
 
     work = tmp_path / "interrupted"
     args = [*ARGS, "--workdir", str(work)]

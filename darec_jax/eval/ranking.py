@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from darec_jax.parallel import DATA, constrain, mesh_size
+from darec_jax.parallel import DATA, constrain, mesh_size, replicate
 
 MASK_SCORE = -1e8
 
@@ -303,4 +303,7 @@ def _evaluate_hits(user_final, item_final, arrays, ks, native):
         from darec_jax.kernels import item_tiles
 
         item_t = item_tiles(item_final)
-    return jax.lax.map(lambda a: _chunk_hits(user_final, item_final, item_t, a, ks, native), arrays)
+    hits = jax.lax.map(lambda a: _chunk_hits(user_final, item_final, item_t, a, ks, native), arrays)
+    # Replicated on an active mesh (a small uint8 all-gather), so that every process can fetch
+    # the whole array for the host-side sums; without a mesh this is the array itself.
+    return replicate(hits)
