@@ -95,24 +95,38 @@ def _time_repeats(fn, repeats: int) -> list[float]:
 
 class _JaxRun:
     """One jitted training run of ``cfg`` on ``data``: ``epoch()`` runs one epoch to
-    completion and advances :attr:`state` (a :class:`~darec_jax.train.step.TrainState`)."""
+    completion, advances :attr:`state` (a :class:`~darec_jax.train.step.TrainState`) and returns
+    the epoch's mean terms; ``evaluate()`` is a full validation pass of the current state."""
 
-    def __init__(self, cfg, data):
+    def __init__(self, cfg, data, seed: int = 0):
         import jax
 
+        from darec_jax.eval import prepare_split
         from darec_jax.train.step import make_step_functions
 
         jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
+        self.cfg, self.seed = cfg, seed
         self.fns, self.arrays, self.state = make_step_functions(cfg, data)
+        self._task = (
+            None
+            if data.val.users.shape[0] == 0
+            else prepare_split(data, "val", cfg.eval.user_chunk)
+        )
 
-    def epoch(self) -> None:
+    def epoch(self) -> dict[str, float]:
         import jax
 
         from darec_jax.train.step import epoch_key
 
-        key = epoch_key(0, int(self.state.epoch))
+        key = epoch_key(self.seed, int(self.state.epoch))
         self.state, terms = self.fns.jit_epoch(self.state, self.arrays, key)
-        jax.block_until_ready(terms)
+        return {k: float(v) for k, v in jax.device_get(terms).items()}
+
+    def evaluate(self) -> dict[str, float]:
+        from darec_jax.eval import evaluate_embeddings
+
+        fu, fi = self.fns.jit_eval_embeddings(self.state.params, self.arrays)
+        return evaluate_embeddings(fu, fi, self._task, self.cfg.eval.ks)
 
 
 def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
@@ -121,17 +135,11 @@ def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
     import jax
 
     from darec_jax import config as config_lib
-    from darec_jax.eval import evaluate_embeddings, prepare_split
 
     data = _load(args) if data is None else data
     cfg = config_lib.build_config(args.dataset, backbone, "none")
     run = _JaxRun(cfg, data)
-    fns, arrays, epoch = run.fns, run.arrays, run.epoch
-    task = prepare_split(data, "val", cfg.eval.user_chunk)
-
-    def evaluate():
-        fu, fi = fns.jit_eval_embeddings(run.state.params, arrays)
-        return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
+    fns, epoch, evaluate = run.fns, run.epoch, run.evaluate
 
     first_epoch = _time_repeats(epoch, 1)[0]  # includes compilation
     first_eval = _time_repeats(evaluate, 1)[0]

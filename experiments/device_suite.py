@@ -54,6 +54,8 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from experiments.benchmark import _JaxRun, _time_repeats  # noqa: E402
+
 SECTIONS = ("environment", "correctness", "agreement", "speed", "training", "scale")
 ALIGNMENT = ("rlmrec-con", "rlmrec-gen", "darec")
 
@@ -186,15 +188,6 @@ def _median(xs: list[float]) -> float:
     return float(statistics.median(xs))
 
 
-def _timed(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _device_memory() -> dict:
     import jax
 
@@ -212,31 +205,6 @@ def _spmm_impls() -> list[str]:
 
     on_cpu = jax.default_backend() == "cpu"
     return [i for i in SPMM_IMPLS if i != "native" or (on_cpu and native_spmm_available())]
-
-
-def _epoch_runner(cfg, data):
-    """(epoch(), evaluate(), fns, holder): one jitted run of ``cfg``; ``epoch`` returns the
-    epoch's mean terms as floats."""
-    import jax
-
-    from darec_jax.eval import evaluate_embeddings, prepare_split
-    from darec_jax.train.step import epoch_key, make_step_functions
-
-    jax.config.update("jax_default_matmul_precision", cfg.train.matmul_precision)
-    fns, arrays, state = make_step_functions(cfg, data)
-    holder = {"state": state}
-    task = prepare_split(data, "val", cfg.eval.user_chunk)
-
-    def epoch() -> dict:
-        key = epoch_key(cfg.train.seed, int(holder["state"].epoch))
-        holder["state"], terms = fns.jit_epoch(holder["state"], arrays, key)
-        return {k: float(v) for k, v in jax.device_get(terms).items()}
-
-    def evaluate() -> dict:
-        fu, fi = fns.jit_eval_embeddings(holder["state"].params, arrays)
-        return evaluate_embeddings(fu, fi, task, cfg.eval.ks)
-
-    return epoch, evaluate, fns, holder
 
 
 # ----------------------------------------------------------------------------- sections
@@ -275,7 +243,7 @@ def section_correctness(ctx: Context) -> dict:
     from darec_jax import config as config_lib
     from darec_jax.reference.harness import compare_training
     from darec_jax.train.trainer import load_data
-    from experiments.equivalence import SUMMARY_KINDS
+    from experiments.equivalence import worst_errors
 
     world = {
         "data.synthetic.n_users": ctx.sizes.world_users,
@@ -289,11 +257,7 @@ def section_correctness(ctx: Context) -> dict:
         data = load_data(cfg) if data is None else data
         t0 = time.perf_counter()
         checks = compare_training(cfg, data, steps=ctx.sizes.equivalence_steps, seed=0)
-        worst = {}
-        for kind, which in SUMMARY_KINDS:
-            group = [c for c in checks if c.kind == kind]
-            if group:
-                worst[kind] = max(c.rel_err if which == "rel" else c.abs_err for c in group)
+        worst = worst_errors(checks)
         rows.append(
             {
                 "backbone": backbone,
@@ -313,9 +277,9 @@ def agreement_losses(ctx: Context) -> dict:
     cfg = ctx.config(
         "lightgcn", "none", {"model.spmm_impl": "segment_sum", "train.matmul_precision": "highest"}
     )
-    epoch, evaluate, _, _ = _epoch_runner(cfg, ctx.data())
-    terms = [epoch() for _ in range(ctx.sizes.agreement_epochs)]
-    return {"terms": terms, "val": evaluate()}
+    run = _JaxRun(cfg, ctx.data(), cfg.train.seed)
+    terms = [run.epoch() for _ in range(ctx.sizes.agreement_epochs)]
+    return {"terms": terms, "val": run.evaluate()}
 
 
 def section_agreement(ctx: Context) -> dict:
@@ -357,18 +321,19 @@ def section_speed(ctx: Context) -> dict:
 
     def measure(cfg, data, evals: int, epochs: int = s.timed_epochs) -> dict:
         t0 = time.perf_counter()
-        epoch, evaluate, fns, _ = _epoch_runner(cfg, data)
+        run = _JaxRun(cfg, data, cfg.train.seed)
+        epoch, evaluate, fns = run.epoch, run.evaluate, run.fns
         setup = time.perf_counter() - t0
-        first = _timed(epoch, 1)[0]
+        first = _time_repeats(epoch, 1)[0]
         row = {
             "setup_seconds": setup,
             "first_epoch_seconds": first,
-            "epoch_seconds": _median(_timed(epoch, epochs)),
+            "epoch_seconds": _median(_time_repeats(epoch, epochs)),
             "steps_per_epoch": fns.n_batches,
         }
         if evals:
-            row["first_eval_seconds"] = _timed(evaluate, 1)[0]
-            row["eval_seconds"] = _median(_timed(evaluate, evals))
+            row["first_eval_seconds"] = _time_repeats(evaluate, 1)[0]
+            row["eval_seconds"] = _median(_time_repeats(evaluate, evals))
         return row
 
     for impl in _spmm_impls():
@@ -427,8 +392,8 @@ def scale_side(n_edges: int, steps: int) -> dict:
         jax.block_until_ready(terms)
         holder["calls"] += 1
 
-    first = _timed(call, 1)[0]
-    per_step = _median(_timed(call, 3)) / steps
+    first = _time_repeats(call, 1)[0]
+    per_step = _median(_time_repeats(call, 3)) / steps
     edges = int(arrays.graph.senders.shape[0])
     nodes = data.n_users + data.n_items
     return {

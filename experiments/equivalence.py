@@ -52,16 +52,21 @@ SUMMARY_KINDS = (("term", "rel"), ("grad", "rel"), ("param", "rel"), ("embedding
                  ("metric", "abs"))  # fmt: skip
 
 
-def _summary_row(cfg, checks) -> str:
-    """One row of the summary: the largest error of each kind over the steps."""
-    cells = []
+def worst_errors(checks) -> dict[str, float]:
+    """{kind: the largest error of that kind over the steps} (relative, metrics absolute), for
+    the kinds of :data:`SUMMARY_KINDS` the checks have."""
+    worst = {}
     for kind, which in SUMMARY_KINDS:
         group = [c for c in checks if c.kind == kind]
-        if not group:
-            cells.append("–")
-            continue
-        worst = max(c.rel_err if which == "rel" else c.abs_err for c in group)
-        cells.append(f"{worst:.1e}")
+        if group:
+            worst[kind] = max(c.rel_err if which == "rel" else c.abs_err for c in group)
+    return worst
+
+
+def _summary_row(cfg, checks) -> str:
+    """One row of the summary: the largest error of each kind over the steps."""
+    worst = worst_errors(checks)
+    cells = [f"{worst[kind]:.1e}" if kind in worst else "–" for kind, _ in SUMMARY_KINDS]
     ok = all(c.ok for c in checks)
     result = "PASS" if ok else f"FAIL ({sum(not c.ok for c in checks)})"
     head = f"| {cfg.model.backbone} | {cfg.method} | {result} | "

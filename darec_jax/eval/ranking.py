@@ -158,17 +158,20 @@ def metrics_from_topk_hits(
     # Trace-time checks (free under jit): a [B, 1] gt_count would broadcast to [B, B] silently.
     chex.assert_rank(hits, 2)
     chex.assert_shape(gt_count, (hits.shape[0],))
-    n_top = hits.shape[-1]
-    discounts = 1.0 / jnp.log2(jnp.arange(2, n_top + 2, dtype=jnp.float32))  # 1/log2(j+1)
-    cum_idcg = jnp.cumsum(discounts)
+    return _per_user_metrics(jnp, jnp.float32, hits, gt_count, ks, recall_denominator)
+
+
+def _per_user_metrics(xp, dtype, hits, gt_count, ks, recall_denominator) -> dict:
+    """The per-user formulas, for ``xp`` = jax.numpy (on device) or numpy (host, float64)."""
+    discounts = 1.0 / xp.log2(xp.arange(2, hits.shape[-1] + 2, dtype=dtype))  # 1/log2(j+1)
+    cum_idcg = xp.cumsum(discounts)
     out = {}
     for k in ks:
-        hit_k = jnp.sum(hits[:, :k], axis=-1)
-        denom = gt_count if recall_denominator == "gt" else jnp.minimum(gt_count, k)
-        out[f"recall@{k}"] = hit_k / denom
-        dcg = jnp.sum(hits[:, :k] * discounts[:k], axis=-1)
-        ideal_len = jnp.minimum(gt_count, k).astype(jnp.int32)
-        idcg = jnp.where(ideal_len > 0, cum_idcg[jnp.maximum(ideal_len - 1, 0)], 1.0)
+        denom = gt_count if recall_denominator == "gt" else xp.minimum(gt_count, k)
+        out[f"recall@{k}"] = xp.sum(hits[:, :k], axis=-1) / denom
+        dcg = xp.sum(hits[:, :k] * discounts[:k], axis=-1)
+        ideal_len = xp.minimum(gt_count, k).astype(xp.int32)
+        idcg = xp.where(ideal_len > 0, cum_idcg[xp.maximum(ideal_len - 1, 0)], 1.0)
         out[f"ndcg@{k}"] = dcg / idcg
     return out
 
@@ -243,20 +246,16 @@ def metric_sums_float64(
     """Sums over the real users of per-user Recall@k and NDCG@k, in float64 on the host (the
     same formulas as :func:`metrics_from_topk_hits`). hits [n, K] 0/1, gt_count [n] > 0,
     valid [n] 0/1 (padding rows 0)."""
-    hits = np.asarray(hits, np.float64)
-    gt = np.asarray(gt_count, np.float64)
     w = np.asarray(valid, np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, hits.shape[1] + 2, dtype=np.float64))
-    cum_idcg = np.cumsum(discounts)
-    out = {}
-    for k in ks:
-        denom = gt if recall_denominator == "gt" else np.minimum(gt, k)
-        out[f"recall@{k}"] = float(np.sum(w * hits[:, :k].sum(1) / denom))
-        dcg = hits[:, :k] @ discounts[:k]
-        ideal = np.minimum(gt, k).astype(np.int64)
-        idcg = np.where(ideal > 0, cum_idcg[np.maximum(ideal - 1, 0)], 1.0)
-        out[f"ndcg@{k}"] = float(np.sum(w * dcg / idcg))
-    return out
+    per_user = _per_user_metrics(
+        np,
+        np.float64,
+        np.asarray(hits, np.float64),
+        np.asarray(gt_count, np.float64),
+        ks,
+        recall_denominator,
+    )
+    return {name: float(np.sum(w * value)) for name, value in per_user.items()}
 
 
 def evaluate_embeddings(

@@ -216,8 +216,6 @@ class _Run:
                         self.checkpoints.save(epoch, self.state, self.loop.__dict__, best)
                     if paused:
                         break
-                    if stop.requested:  # a signal during the epoch that ended the run
-                        break
             finally:
                 bar.close()
             if stop.requested and paused:
