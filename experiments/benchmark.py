@@ -162,7 +162,7 @@ def run_jax(args, backbone: str = "lightgcn", data=None) -> dict:
 def _torch_model(cfg, data):
     """The reference model of ``cfg``'s backbone and method with the JAX config's
     hyper-parameters."""
-    from darec_jax.reference.factory import build_reference
+    from darec_jax.crosscheck.factory import build_reference
 
     return build_reference(cfg, data)[0]
 

@@ -241,7 +241,7 @@ def section_environment(ctx: Context) -> dict:
 
 def section_correctness(ctx: Context) -> dict:
     from darec_jax import config as config_lib
-    from darec_jax.reference.harness import compare_training
+    from darec_jax.crosscheck.harness import compare_training
     from darec_jax.train.trainer import load_data
     from experiments.equivalence import worst_errors
 

@@ -14,7 +14,7 @@ the steps:
 every loss term, every gradient and parameter after each step (by the reference's names), the
 scoring embeddings, and the validation metrics after the last step. Exits 1 if any quantity is
 above its tolerance (relative ``--rtol`` of the quantity's scale; parameters also get Adam's
-derived allowance, see ``darec_jax/reference/harness.py``; metrics ``--metric-atol``), 2 on bad
+derived allowance, see ``darec_jax/crosscheck/harness.py``; metrics ``--metric-atol``), 2 on bad
 input. Needs PyTorch (``pip install torch==2.13.0``).
 """
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             for m in methods
         ]
         try:
-            from darec_jax.reference.harness import compare_training
+            from darec_jax.crosscheck.harness import compare_training
         except ImportError as exc:
             raise DarecError(
                 f"the reference needs PyTorch (pip install torch==2.13.0): {exc}"

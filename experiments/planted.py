@@ -2,7 +2,7 @@
 
     python -m experiments.planted --seeds 0 1 2
 
-Builds the planted world of DAREC.md §10 (shared preference clusters seen by both views, a
+Builds the planted world (shared preference clusters seen by both views, a
 CF-specific part only the interactions carry, a text-specific part only the "LLM embeddings"
 carry) and trains LightGCN with `none`, `rlmrec-con`, `rlmrec-gen`, `darec` and DaRec with each
 of its four terms switched off, once per world seed (``--model-seeds``: each world's model seed,
@@ -32,7 +32,7 @@ from darec_jax.train.checkpoint import CheckpointSlot
 from darec_jax.train.step import make_step_functions
 from darec_jax.train.trainer import train_and_evaluate
 
-# DAREC.md §8's suggested weights. Every DaRec run here states its four weights (these, changed
+# docs/darec.md's suggested weights. Every DaRec run here states its four weights (these, changed
 # as the row says), so the rows keep their meaning whatever the package's defaults are.
 DAREC_MD = {
     "darec.lambda_or": 0.1,
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         nargs="*",
         default=[],
         help="also run DaRec with every λ, and RLMRec-Con with its kd weight, multiplied by "
-        "each of these factors (the alignment-strength curve of DAREC.md §10), "
+        "each of these factors (the alignment-strength curve), "
         "e.g. --sweep 10 0.1 0.01",
     )
     parser.add_argument(

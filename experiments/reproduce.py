@@ -5,7 +5,8 @@
 Runs ``experiments.run``'s training (reference hyper-parameters, early stopping, test of the best
 validation state) once per seed, one after the other, and prints and saves (Markdown + JSON under
 ``--out``) every seed's six test metrics, their mean ± std, wall times, and RLMRec's published
-numbers (PROTOCOL.md §5) for comparison. Runs already finished in ``--workdir`` are reused.
+numbers (RLMRec's Table 1, docs/results.md) for comparison. Runs already finished in ``--workdir``
+are reused.
 
 ``--engine reference`` trains our PyTorch reference of the same configuration instead (its own
 training loop, ``darec_jax.reference.train.fit``: same hyper-parameters, sampling distribution,
@@ -105,7 +106,7 @@ def _train_reference(cfg, data, workdir: Path) -> dict:
     import numpy as np
     import torch
 
-    from darec_jax.reference.factory import build_reference
+    from darec_jax.crosscheck.factory import build_reference
     from darec_jax.reference.train import fit
 
     torch.manual_seed(cfg.train.seed)

@@ -8,7 +8,8 @@
     python -m experiments.state_dict evaluate --state-dict gccf.pt --dataset yelp \\
         --backbone gccf --method none --data-dir data/yelp --reference
 
-Names and layouts: see ``darec_jax/interop.py``. ``evaluate`` builds the model from the dataset,
+Names and layouts: see ``darec_jax/crosscheck/interop.py``. ``evaluate`` builds the model from the
+dataset,
 backbone, method and ``--set`` overrides given (they must match the ones the file was saved
 with: a missing or unexpected name, or a shape that differs, is reported and nothing runs).
 """
@@ -34,7 +35,7 @@ def _params_and_data(cfg):
 
 def export_run(workdir: str | Path, out: str | Path, which: str = "best") -> Path:
     """Write the ``which`` checkpoint of the run in ``workdir`` as a reference-format file."""
-    from darec_jax.interop import save_state_dict, to_state_dict
+    from darec_jax.crosscheck.interop import save_state_dict, to_state_dict
     from darec_jax.train.trainer import restore_run
 
     cfg, _, _, _, params = restore_run(workdir, which)
@@ -45,8 +46,8 @@ def evaluate_state_dict(
     cfg, path: str | Path, split: str = "test", reference: bool = False
 ) -> dict[str, dict[str, float]]:
     """Metrics of a reference-format state_dict on ``split``: {"jax": …} (and "reference")."""
+    from darec_jax.crosscheck.interop import from_state_dict, load_state_dict
     from darec_jax.eval import evaluate_embeddings, prepare_split
-    from darec_jax.interop import from_state_dict, load_state_dict
 
     state_dict = load_state_dict(path)
     data, fns, arrays, template = _params_and_data(cfg)
@@ -66,8 +67,8 @@ def _reference_metrics(cfg, data, state_dict, target, ks) -> dict[str, float]:
         import torch
     except ImportError as exc:
         raise DarecError("--reference needs PyTorch (pip install torch==2.13.0)") from exc
+    from darec_jax.crosscheck.factory import build_reference
     from darec_jax.reference import evaluate
-    from darec_jax.reference.factory import build_reference
     from darec_jax.reference.state_dict import load_rlmrec_state_dict
 
     if cfg.eval.recall_denominator != "gt":

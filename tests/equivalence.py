@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from darec_jax.reference.harness import adam_allowance
+from darec_jax.crosscheck.harness import adam_allowance
 
 # Relative error bound of the equivalence contract (float32, highest matmul precision).
 RTOL = 1e-5

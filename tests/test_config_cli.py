@@ -11,7 +11,7 @@ from darec_jax.errors import ConfigError
 
 def test_presets_and_overrides():
     cfg = config_lib.build_config("steam", "lightgcn", "none")
-    assert cfg.model.layer_num == 2 and cfg.model.reg_weight == 1e-6  # BACKBONES.md §2.2
+    assert cfg.model.layer_num == 2 and cfg.model.reg_weight == 1e-6  # docs/backbones.md §2.2
     cfg = config_lib.build_config(
         "yelp",
         "lightgcn",

@@ -28,7 +28,7 @@ from tests.toy import (
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
-build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
+build_reference = pytest.importorskip("darec_jax.crosscheck.factory").build_reference
 ref_autocf = pytest.importorskip("darec_jax.reference.autocf")
 
 LLM_DIM = 12
@@ -413,7 +413,7 @@ def test_fp32_row_decode_matches_the_reference_where_it_differs_from_exact():
 
 @pytest.mark.parametrize("fp32", [False, True])
 def test_the_config_key_reaches_both_sides_and_they_agree(fp32):
-    from darec_jax.reference.harness import compare_training
+    from darec_jax.crosscheck.harness import compare_training
     from darec_jax.train.trainer import load_data
 
     cfg = config_lib.build_config(

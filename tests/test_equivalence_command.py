@@ -13,7 +13,7 @@ import pytest
 from darec_jax import config as config_lib
 
 pytest.importorskip("torch")
-harness = pytest.importorskip("darec_jax.reference.harness")
+harness = pytest.importorskip("darec_jax.crosscheck.harness")
 from experiments import equivalence  # noqa: E402
 
 SMALL = [
@@ -84,7 +84,7 @@ def test_negative_control_a_perturbed_embedding_fails_every_kind_of_check(backbo
     """The user embedding table reaches every prediction: shifted by 0.05 in the reference (and
     the trajectories left to run free, so the shift is not copied away), the loss terms, the
     gradients, the parameters, the scoring embeddings and the validation metrics must all fail."""
-    from darec_jax.interop import to_state_dict
+    from darec_jax.crosscheck.interop import to_state_dict
     from darec_jax.train.trainer import load_data
 
     cfg = config_lib.build_config(

@@ -34,7 +34,7 @@ from tests.test_equivalence_gccf_sgl_simgcl import (
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
-build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
+build_reference = pytest.importorskip("darec_jax.crosscheck.factory").build_reference
 
 
 @pytest.fixture(autouse=True)

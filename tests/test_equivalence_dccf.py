@@ -24,7 +24,7 @@ from tests.toy import (
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
-build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
+build_reference = pytest.importorskip("darec_jax.crosscheck.factory").build_reference
 ref_dccf = pytest.importorskip("darec_jax.reference.dccf")
 
 LLM_DIM = 12
@@ -138,7 +138,8 @@ def test_graph_weights_layer_views_and_eval_forward_equal_reference():
 
 
 def test_adaptive_weights_are_row_stochastic_with_reference_gradients():
-    """The adaptive weights and their gradients through α and S (nothing detached, Q10)."""
+    """The adaptive weights and their gradients through α and S (nothing detached,
+    docs/backbones.md Q10)."""
     from darec_jax.models.dccf import adaptive_weights
 
     _, _, _, arrays, _, _, model = _setup("none")

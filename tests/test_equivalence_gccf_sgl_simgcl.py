@@ -1,5 +1,5 @@
 """GCCF, SGL and SimGCL, bare and with RLMRec-Con / RLMRec-Gen: the JAX code equals the PyTorch
-reference (BACKBONES.md §2.1, §2.3, §2.4, §3, Q1–Q8).
+reference (docs/backbones.md §2.1, §2.3, §2.4, §3, Q1–Q8).
 
 Same weights (backbone and method parameters, GCCF's unused W_l included), the same padded batch,
 the same injected draws (SGL's two edge-dropout vectors, SimGCL's 2·L noise matrices, the node-mask
@@ -31,7 +31,7 @@ ref = pytest.importorskip("darec_jax.reference")
 ref_gccf = pytest.importorskip("darec_jax.reference.gccf")
 ref_sgl = pytest.importorskip("darec_jax.reference.sgl")
 ref_simgcl = pytest.importorskip("darec_jax.reference.simgcl")
-build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
+build_reference = pytest.importorskip("darec_jax.crosscheck.factory").build_reference
 
 LLM_DIM = 12
 DIM = 32

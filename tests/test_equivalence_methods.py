@@ -28,8 +28,8 @@ from tests.toy import (
 
 torch = pytest.importorskip("torch")
 ref = pytest.importorskip("darec_jax.reference")
-build_reference = pytest.importorskip("darec_jax.reference.factory").build_reference
-ref_methods = pytest.importorskip("darec_jax.reference.methods")
+build_reference = pytest.importorskip("darec_jax.crosscheck.factory").build_reference
+ref_methods = pytest.importorskip("darec_jax.reference.lightgcn")
 
 LLM_DIM = 12
 

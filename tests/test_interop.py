@@ -1,4 +1,5 @@
-"""Parameters in the reference's state_dict format (darec_jax.interop, experiments.state_dict).
+"""Parameters in the reference's state_dict format (darec_jax.crosscheck.interop,
+experiments.state_dict).
 
 Round trips are exact for all 6 backbones × 4 methods and the names are the reference's; a
 reference-format checkpoint written by the PyTorch reference evaluates to the same metrics with
@@ -13,7 +14,7 @@ import pytest
 
 from darec_jax import config as config_lib
 from darec_jax.config import BACKBONES
-from darec_jax.interop import (
+from darec_jax.crosscheck.interop import (
     StateDictError,
     from_state_dict,
     load_state_dict,
@@ -26,7 +27,7 @@ from darec_jax.train.step import init_model
 from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
-factory = pytest.importorskip("darec_jax.reference.factory")
+factory = pytest.importorskip("darec_jax.crosscheck.factory")
 ref_sd = pytest.importorskip("darec_jax.reference.state_dict")
 
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")

@@ -1,6 +1,6 @@
 """Tests of the reference DCCF and AutoCF backbones and their RLMRec variants
 (reference/dccf.py, reference/autocf.py), checked against dense float64 numpy versions of the
-equations of BACKBONES.md §2.5, §2.6 and §3 on a tiny hand-made graph."""
+equations of docs/backbones.md §2.5, §2.6 and §3 on a tiny hand-made graph."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""darec_jax.reference.factory: the reference model of every (backbone, method) from a config.
+"""darec_jax.crosscheck.factory: the reference model of every (backbone, method) from a config.
 
 The equivalence tests build their reference sides through the factory (and so check its
 hyper-parameter mapping numerically); here, for all 6 × 4 combinations, the reference holds
@@ -18,7 +18,7 @@ from darec_jax.train.step import init_model
 from tests.toy import random_dataset, with_llm_embeddings
 
 torch = pytest.importorskip("torch")
-factory = pytest.importorskip("darec_jax.reference.factory")
+factory = pytest.importorskip("darec_jax.crosscheck.factory")
 
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 LLM_DIM = 12

@@ -1,6 +1,6 @@
 """Tests of the reference GCCF / SGL / SimGCL backbones and their RLMRec variants.
 
-Each check recomputes a spec equation (BACKBONES.md §2.1, §2.3, §2.4, §3, Q1–Q8) independently
+Each check recomputes a spec equation (docs/backbones.md §2.1, §2.3, §2.4, §3, Q1–Q8) independently
 with dense float64 numpy on a tiny hand-made graph (3 users, 4 items, item 3 isolated) and
 compares it with the reference classes.
 """

@@ -1,4 +1,5 @@
-"""Tests of the reference RLMRec-Con / RLMRec-Gen / DaRec LightGCN models (reference/methods.py)."""
+"""Tests of the reference RLMRec-Con / RLMRec-Gen / DaRec LightGCN models
+(reference/lightgcn.py)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from darec_jax.reference.adjacency import normalized_adjacency  # noqa: E402
-from darec_jax.reference.lightgcn import LightGCNRef  # noqa: E402
+from darec_jax.reference.lightgcn import (  # noqa: E402
+    LightGCNDaRecRef,
+    LightGCNGeneRef,
+    LightGCNPlusRef,
+    LightGCNRef,
+)
 from darec_jax.reference.losses import (  # noqa: E402
     global_alignment,
     local_alignment,
     orthogonality,
     uniformity,
-)
-from darec_jax.reference.methods import (  # noqa: E402
-    LightGCNDaRecRef,
-    LightGCNGeneRef,
-    LightGCNPlusRef,
 )
 
 U, N_I, DS, D, B, K = 30, 20, 12, 8, 10, 4

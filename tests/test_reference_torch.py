@@ -1,4 +1,5 @@
-"""Hand-checked tests of the project's PyTorch reference (darec_jax.reference)."""
+"""Hand-checked tests of the project's PyTorch reference (darec_jax.reference); § and Q tags refer
+to docs/backbones.md."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def reference_metrics_of_best(workdir: Path, data: InteractionData, split: str =
     import json
 
     from darec_jax import config as config_lib
-    from darec_jax.interop import to_state_dict
+    from darec_jax.crosscheck.interop import to_state_dict
     from darec_jax.train.checkpoint import CheckpointSlot
     from darec_jax.train.step import make_step_functions
     from experiments.state_dict import _reference_metrics

@@ -1,4 +1,4 @@
-"""AutoCF (BACKBONES.md §2.6, Q14–Q20) as a Flax NNX module, with fixed-shape subgraph masking.
+"""AutoCF (docs/backbones.md §2.6, Q14–Q20) as a Flax NNX module, with fixed-shape subgraph masking.
 
 Graph: the interaction graph's directed edges ℰ0 (both directions of every training pair); the
 head of an edge is its receiver, the tail its sender, so the graph's product ``graph.spmm``
@@ -455,7 +455,7 @@ class AutoCFConfig:
     mask_depth: int = 2
     keep_rate: float = 0.2
     fix_steps: int = 10
-    ssl_reg: float = 5.0
+    ssl_reg: float = 2.0
     # Decode the decoder's edge hashes h = r·N + c as the reference's CUDA code does, in float32
     # (rows drift once r·N passes 2^24, so on large graphs some decoder edges land on other
     # rows); False: the exact integer decode. True reproduces the reference bit for bit there.
@@ -513,6 +513,8 @@ SPEC = BackboneSpec(
         ),
     },
     state_dict=_state_dict_names,
+    # Drawn by the reference's AutoCF runner on resample steps, in this order.
+    draws={GUMBEL_U: "runner", EXTRA_NODES: "runner", PAIR_IDS[0]: "runner", PAIR_IDS[1]: "runner"},
     mask_token="gene_masker.mask_token",
     rlmrec_con_negative=False,  # AutoCF_plus has no negative-item kd term (§3.1)
 )

@@ -9,7 +9,8 @@ Every ``models/<name>.py`` ends with one :class:`BackboneSpec` named ``SPEC``. T
 * :func:`darec_jax.models.make_backbone` builds :attr:`BackboneSpec.module` from the common
   ``model.*`` fields and the section;
 * :attr:`BackboneSpec.static_arrays` are built once per run beside the graph;
-* :mod:`darec_jax.interop` maps parameters to the PyTorch reference's ``state_dict`` names with
+* :mod:`darec_jax.crosscheck.interop` maps parameters to the PyTorch reference's ``state_dict``
+names with
   :attr:`BackboneSpec.state_dict`;
 * the equivalence harness injects the draws :attr:`BackboneSpec.draws` names into both sides.
 """
@@ -27,8 +28,10 @@ PRESET_DATASETS = ("amazon", "yelp", "steam")
 
 #: Draw kinds the harness knows: "edge" = one U[0, 1) per directed edge of Â (the reference
 #: stores its edges in another order; the harness aligns them), "dense" = U[0, 1) of our
-#: draw's shape, the same layout on both sides.
-DRAW_KINDS = ("edge", "dense")
+#: draw's shape, the same layout on both sides, "runner" = drawn by the backbone's reference
+#: step runner (its ranges depend on the reference's state), which returns them in the order
+#: declared.
+DRAW_KINDS = ("edge", "dense", "runner")
 
 StateDictPairs = list[tuple[str, str, int | None]]
 
@@ -81,8 +84,8 @@ class BackboneSpec:
         state_dict: backbone parameter tree → ``[(our name, reference name, index along a
             stacked leading axis or None)]``.
         draws: ``{draw name: kind}`` of the random step inputs the harness injects (the names
-            are our ``Backbone.draw`` keys and the reference's keyword arguments); a backbone
-            whose draws are not plain uniforms gives its reference a harness hook instead.
+            are our ``Backbone.draw`` keys and the reference's keyword arguments); draws that
+            are not plain uniforms are of kind ``runner``, made by the reference's step runner.
         static_arrays: ``(cfg, graph) -> {name: array}`` built once per run
             (``TrainArrays.extra``), or None.
         build_options: ``method -> {keyword: value}`` module arguments that depend on the

@@ -1,10 +1,13 @@
-"""The project's own PyTorch reference for the RLMRec backbones (LightGCN so far).
+"""The project's own PyTorch reference of every backbone, method and loss.
 
-Written from the clean-room spec (``BACKBONES.md`` §1, §2.2, §4; ``PROTOCOL.md``) in the
-conventions of RLMRec's PyTorch code — sparse COO Â built by scipy in float64, edge dropout per
-stored entry, sum-reduced BPR divided by B, L2 over every parameter, RLMRec's full-ranking
-metrics — so that equivalence tests can prove the JAX code computes the same thing. This is the
-only subpackage that imports torch; the rest of ``darec_jax`` never does.
+Written from this project's description of RLMRec's models (``docs/backbones.md``,
+``docs/baselines.md``, ``docs/darec.md``, ``docs/protocol.md``) in the conventions of RLMRec's
+PyTorch code — sparse COO Â built by scipy in float64, edge dropout per stored entry, sum-reduced
+BPR divided by B, L2 over every parameter, full-ranking metrics summed in float64 — so that the
+equivalence tests can show the JAX code computes the same thing. It imports torch, numpy and
+scipy only, never JAX nor the rest of ``darec_jax``; the comparison (:mod:`darec_jax.crosscheck`)
+is the one place where both implementations meet. Section numbers (§) and quirk tags (Qnn) in
+its comments refer to ``docs/backbones.md``.
 """
 
 from darec_jax.reference.adjacency import (

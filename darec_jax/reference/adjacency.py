@@ -1,4 +1,4 @@
-"""Normalised bipartite adjacency of the PyTorch reference (BACKBONES.md §1.2).
+"""Normalised bipartite adjacency of the PyTorch reference (docs/backbones.md §1.2).
 
 Â = D^{-1/2} A D^{-1/2} with A = [[0, R], [Rᵀ, 0]] ∈ {0,1}^{N×N}, N = U + I, computed in float64
 by scipy, cast to float32 and stored as an *uncoalesced* torch COO tensor whose entry order is the
@@ -11,8 +11,6 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-
-from darec_jax.errors import DataError
 
 
 def interaction_matrix(
@@ -29,14 +27,14 @@ def interaction_matrix(
     users = np.asarray(users, dtype=np.int64)
     items = np.asarray(items, dtype=np.int64)
     if users.shape != items.shape or users.ndim != 1:
-        raise DataError(
+        raise ValueError(
             f"users and items must be 1-D arrays of equal length, got {users.shape} and "
             f"{items.shape}"
         )
     if users.size and (users.min() < 0 or users.max() >= n_users):
-        raise DataError(f"user ids must lie in [0, {n_users}), got [{users.min()}, {users.max()}]")
+        raise ValueError(f"user ids must lie in [0, {n_users}), got [{users.min()}, {users.max()}]")
     if items.size and (items.min() < 0 or items.max() >= n_items):
-        raise DataError(f"item ids must lie in [0, {n_items}), got [{items.min()}, {items.max()}]")
+        raise ValueError(f"item ids must lie in [0, {n_items}), got [{items.min()}, {items.max()}]")
     mat = sp.coo_matrix(
         (np.ones(users.size, dtype=np.float64), (users, items)), shape=(n_users, n_items)
     )

@@ -1,4 +1,4 @@
-"""AutoCF of the PyTorch reference, its RLMRec variants and its trainer (BACKBONES.md §2.6, §3,
+"""AutoCF of the PyTorch reference, its RLMRec variants and its trainer (docs/backbones.md §2.6, §3,
 Q14–Q20).
 
 * :class:`AutoCFRef`     — bare AutoCF: cal_loss total = rec + reg + cl.
@@ -52,8 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from darec_jax.reference.darec import DaRecMixin
-from darec_jax.reference.lightgcn import reg_params
-from darec_jax.reference.losses import AlignMLP, node_mask, rlmrec_con_kd
+from darec_jax.reference.losses import AlignMLP, node_mask, reg_params, rlmrec_con_kd
 from darec_jax.reference.spec import ReferenceSpec, StepRunner
 from darec_jax.reference.train import _batches_vectorised, make_optimizer, sample_negatives
 from darec_jax.reference.variants import (
@@ -938,7 +937,7 @@ class AutoCFTrainer:
 
 class AutoCFDaRecRef(DaRecMixin, AutoCFRef):
     """DaRec on AutoCF: total = rec + reg + cl + λ_or·L_or + λ_un·L_un + λ_gl·L_gl + λ_lo·L_lo, on
-    the current graphs' forward (DAREC.md §2–§8 over §2.6); :class:`AutoCFTrainer` adds infomax
+    the current graphs' forward (docs/darec.md over §2.6); :class:`AutoCFTrainer` adds infomax
     last on resample steps, as for every AutoCF variant.
 
     Parameters in order: AutoCF's, then DaRec's heads ``cf_specific``, ``cf_shared``,
@@ -995,8 +994,9 @@ class AutoCFRunner(StepRunner):
         self.trainer.start_epoch()
 
     def draws(self, rng, declared, shapes, edge_uniforms):
-        from darec_jax.models import autocf as ours_autocf
-
+        """The four draws of a resample, named for the JAX side by the names its declaration
+        gives the kind ``runner``, in this order: Gumbel uniforms, extra mask nodes, the two
+        decoder pair index arrays."""
         model = self.model
         if self.trainer.resamples_now():
             u = rng.random(model.n_nodes, dtype=np.float32)
@@ -1011,13 +1011,11 @@ class AutoCFRunner(StepRunner):
             q = np.zeros(model.samp_num(), np.int64)
             j = j2 = np.zeros(model.n_edges, np.int64)
         theirs = {"draws": AutoCFDraws(*(torch.from_numpy(x) for x in (u, q, j, j2)))}
-        ours = {
-            ours_autocf.GUMBEL_U: u,
-            ours_autocf.EXTRA_NODES: q.astype(np.int32),
-            ours_autocf.PAIR_IDS[0]: j.astype(np.int32),
-            ours_autocf.PAIR_IDS[1]: j2.astype(np.int32),
-        }
-        return ours, theirs
+        names = [name for name, kind in declared.items() if kind == "runner"]
+        values = (u, q.astype(np.int32), j.astype(np.int32), j2.astype(np.int32))
+        if len(names) != len(values):
+            raise ValueError(f"AutoCF declares {len(names)} runner draws, its runner makes 4")
+        return dict(zip(names, values, strict=True)), theirs
 
     def loss(self, anc, pos, neg, backbone_draws, method_draws):
         return self.trainer.loss(anc, pos, neg, backbone_draws["draws"], **method_draws)

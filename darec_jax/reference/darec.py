@@ -1,4 +1,4 @@
-"""DaRec for any backbone of the reference (DAREC.md §2–§8): a mixin over a backbone that has
+"""DaRec for any backbone of the reference (docs/darec.md): a mixin over a backbone that has
 ``final_dim``, ``eval_embeddings()`` and (for the generic loss) ``train_forward`` (see
 :mod:`darec_jax.reference.variants`).
 
@@ -222,7 +222,8 @@ class DaRecMixin:
     def recluster(
         self, iters: int, user_init: torch.Tensor, item_init: torch.Tensor
     ) -> tuple[torch.Tensor, ...]:
-        """Spherical k-means of users and of items (DAREC.md §6), clean forward, no gradient.
+        """Spherical k-means of users and of items (docs/darec.md, preference clusters), clean
+        forward, no gradient.
 
         ``joint``: on the rows [Ê^C_sh ‖ Ê^L_sh]; returns (user_assign, item_assign).
         ``matched``: on Ê^C_sh and on Ê^L_sh separately; the LLM clusters are relabelled to the

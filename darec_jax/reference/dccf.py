@@ -1,4 +1,4 @@
-"""DCCF of the PyTorch reference and its RLMRec variants (BACKBONES.md §2.5, §3, Q8–Q10).
+"""DCCF of the PyTorch reference and its RLMRec variants (docs/backbones.md §2.5, §3, Q8–Q10).
 
 * :class:`DCCFRef`     — bare DCCF: total = bpr + reg + cl.
 * :class:`DCCFPlusRef` — DCCF_plus (RLMRec-Con): total = bpr + reg + cl + kd.

@@ -1,4 +1,4 @@
-"""GCCF of the PyTorch reference and its RLMRec variants (BACKBONES.md §2.1, §3, Q1, Q2).
+"""GCCF of the PyTorch reference and its RLMRec variants (docs/backbones.md §2.1, §3, Q1, Q2).
 
 * :class:`GCCFRef`     — ``gccf``: propagation over the self-loop Â_sl (Q1).
 * :class:`GCCFPlusRef` — ``gccf_plus`` (RLMRec-Con) over Â **without** self-loops.

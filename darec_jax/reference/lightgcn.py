@@ -1,4 +1,4 @@
-"""LightGCN of the PyTorch reference (BACKBONES.md §2.2, with §1.3, §1.6 and §1.7).
+"""LightGCN of the PyTorch reference (docs/backbones.md §2.2, with §1.3, §1.6 and §1.7).
 
 Training forward over an edge-dropped Ã (uniforms injectable), eval forward over the full Â,
 F = Σ_{l=0}^{L} E^{(l)} with E^{(l)} = Ã E^{(l-1)}, BPR averaged over the batch plus an
@@ -9,35 +9,31 @@ same numbers; its cache only adds stale-state traps, Q23).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from darec_jax.reference.darec import DaRecMixin
+from darec_jax.reference.losses import bpr_loss_sum, reg_params
 from darec_jax.reference.spec import ReferenceSpec
+from darec_jax.reference.variants import (
+    BackboneOutput,
+    EgoTransform,
+    RLMRecConMixin,
+    RLMRecGenMixin,
+    assemble_loss,
+    ego_embeddings,
+)
 
-
-def bpr_loss_sum(anc: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-    """Σ_b softplus(s⁻_b − s⁺_b) with s⁺_b = a_b·p_b, s⁻_b = a_b·n_b (sum, not mean; §1.7).
-
-    Args:
-        anc: [B, d] anchor (user) embeddings.
-        pos: [B, d] positive item embeddings.
-        neg: [B, d] negative item embeddings.
-
-    Returns:
-        Scalar. torch's default softplus: log(1 + eˣ), and exactly x where x > 20.
-    """
-    pos_scores = (anc * pos).sum(dim=-1)  # [B]
-    neg_scores = (anc * neg).sum(dim=-1)  # [B]
-    return F.softplus(neg_scores - pos_scores).sum()
-
-
-def reg_params(model: nn.Module) -> torch.Tensor:
-    """Σ_P ‖P‖² over every parameter of ``model`` (squared Frobenius norm; §1.7)."""
-    reg = torch.zeros((), dtype=torch.float32)
-    for param in model.parameters():
-        reg = reg + param.norm(2).square()
-    return reg
+__all__ = [
+    "LightGCNDaRecRef",
+    "LightGCNGeneRef",
+    "LightGCNPlusRef",
+    "LightGCNRef",
+    "bpr_loss_sum",
+    "propagate",
+    "reg_params",
+]
 
 
 def propagate(adj: torch.Tensor, ego: torch.Tensor, layer_num: int) -> torch.Tensor:
@@ -91,6 +87,7 @@ class LightGCNRef(nn.Module):
         self.layer_num = layer_num
         self.reg_weight = reg_weight
         self.keep_rate = keep_rate
+        self.final_dim = embedding_size
         # Xavier-uniform, bound sqrt(6 / (rows + d)) (§1.6).
         self.user_embeds = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(n_users, embedding_size, dtype=torch.float32))
@@ -143,6 +140,29 @@ class LightGCNRef(nn.Module):
         final = propagate(adj, embeds, self.layer_num)
         return final[: self.n_users], final[self.n_users :]
 
+    def train_forward(
+        self,
+        anc: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        uniforms: torch.Tensor | None = None,
+        ego_transform: EgoTransform | None = None,
+    ) -> BackboneOutput:
+        """The training forward of one step: E0 (through ``ego_transform``, RLMRec-Gen's
+        NodeMask) propagated over the edge-dropped Â.
+
+        Args:
+            anc, pos, neg: int64 [B] ids (unused; kept for the common backbone signature).
+            uniforms: [E] edge-dropout uniforms for this step (see :meth:`edge_drop`).
+            ego_transform: applied to E0 before propagation.
+
+        Returns:
+            BackboneOutput(F_u [U, d], F_i [I, d], {}).
+        """
+        ego = ego_embeddings(self, ego_transform)
+        final = propagate(self.edge_drop(self.adj, uniforms), ego, self.layer_num)
+        return BackboneOutput(final[: self.n_users], final[self.n_users :], {})
+
     def cal_loss(
         self,
         anc: torch.Tensor,
@@ -164,13 +184,7 @@ class LightGCNRef(nn.Module):
         Returns:
             (total, {"bpr": bpr, "reg": reg}), all scalar tensors attached to the graph.
         """
-        dropped = self.edge_drop(self.adj, uniforms)
-        user_final, item_final = self.forward(dropped)
-        batch = anc.shape[0]
-        bpr = bpr_loss_sum(user_final[anc], item_final[pos], item_final[neg]) / batch
-        reg = self.reg_weight * reg_params(self)
-        total = bpr + reg
-        return total, {"bpr": bpr, "reg": reg}
+        return assemble_loss(self, self.train_forward(anc, pos, neg, uniforms), anc, pos, neg)
 
     def eval_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Clean eval forward over the full Â (no drop): (F_u [U, d], F_i [I, d]).
@@ -193,17 +207,165 @@ class LightGCNRef(nn.Module):
         return user_final[users] @ item_final.T
 
 
-def _variants():
-    from darec_jax.reference.methods import LightGCNGeneRef, LightGCNPlusRef
+class LightGCNPlusRef(RLMRecConMixin, LightGCNRef):
+    """LightGCN_plus (RLMRec-Con): total = bpr + reg + kd on the edge-dropped forward.
 
-    return LightGCNRef, LightGCNPlusRef, LightGCNGeneRef
+    Parameters in order: ``user_embeds``, ``item_embeds``, ``mlp`` (Ds → (Ds+d)//2 → d).
+
+    Args:
+        n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate: as LightGCNRef.
+        usr_emb: [U, Ds] semantic user embeddings (numpy or tensor; stored as a float32 buffer).
+        itm_emb: [I, Ds] semantic item embeddings.
+        kd_weight: w of the kd term.
+        kd_temperature: τ_kd.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        usr_emb: np.ndarray | torch.Tensor,
+        itm_emb: np.ndarray | torch.Tensor,
+        embedding_size: int = 32,
+        layer_num: int = 3,
+        reg_weight: float = 1e-7,
+        keep_rate: float = 0.8,
+        kd_weight: float = 1e-2,
+        kd_temperature: float = 0.2,
+    ) -> None:
+        super().__init__(n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate)
+        self._init_con(usr_emb, itm_emb, kd_weight, kd_temperature)
+
+    def cal_loss(
+        self,
+        anc: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        uniforms: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step's loss: (total, {"bpr", "reg", "kd"}), each already weighted."""
+        out = self.train_forward(anc, pos, neg, uniforms)
+        return assemble_loss(self, out, anc, pos, neg, {"kd": self.kd_term(out, anc, pos, neg)})
+
+
+class LightGCNGeneRef(RLMRecGenMixin, LightGCNRef):
+    """LightGCN_gene (RLMRec-Gen): total = bpr + reg + recon, on the masked, edge-dropped forward.
+
+    Parameters in order: ``user_embeds``, ``item_embeds``, ``masker_token`` [1, d] (zeros),
+    ``mlp`` (d → (Ds+d)//2 → Ds).
+
+    Args:
+        n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate: as LightGCNRef.
+        usr_emb, itm_emb: semantic embeddings [U, Ds], [I, Ds].
+        mask_ratio: M = max(floor(N·mask_ratio), 1) seeds per step (see :meth:`num_seeds`).
+        recon_weight: w of the recon term.
+        recon_temperature: τ_re.
+    """
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        usr_emb: np.ndarray | torch.Tensor,
+        itm_emb: np.ndarray | torch.Tensor,
+        embedding_size: int = 32,
+        layer_num: int = 2,
+        reg_weight: float = 1e-7,
+        keep_rate: float = 0.8,
+        mask_ratio: float = 0.15,
+        recon_weight: float = 0.1,
+        recon_temperature: float = 0.5,
+    ) -> None:
+        super().__init__(n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate)
+        self._init_gen(usr_emb, itm_emb, mask_ratio, recon_weight, recon_temperature)
+
+    def cal_loss(
+        self,
+        anc: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        uniforms: torch.Tensor | None = None,
+        seeds: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step's loss: mask the ego rows ``seeds``, propagate over the edge-dropped Ã.
+
+        Args:
+            anc, pos, neg: int64 [B] ids.
+            uniforms: [E] edge-dropout uniforms.
+            seeds: int64 [M] distinct global node ids to mask (users 0..U-1, item j = U + j).
+
+        Returns:
+            (total, {"bpr", "reg", "recon"}), each already weighted; total = bpr + reg + recon.
+        """
+        seeds = self._check_seeds(seeds)
+        out = self.train_forward(anc, pos, neg, uniforms, ego_transform=self.masker(seeds))
+        return assemble_loss(self, out, anc, pos, neg, {"recon": self.recon_term(out, seeds)})
+
+
+class LightGCNDaRecRef(DaRecMixin, LightGCNRef):
+    """DaRec on LightGCN: DaRec's mixin on the bare class, with its options as constructor
+    keywords (``_init_darec``'s: head_dim, lambda_or, lambda_un, lambda_gl, lambda_lo,
+    global_kind, global_temperature, local_temperature, num_clusters, local_assign, score_on).
+
+    Parameters in order: ``user_embeds``, ``item_embeds``, then the heads ``cf_specific``,
+    ``cf_shared`` (d → d → d_h) and ``llm_specific``, ``llm_shared`` (Ds → (Ds+d_h)//2 → d_h).
+    """
+
+    _generic_darec = True
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        adj: torch.Tensor,
+        usr_emb: np.ndarray | torch.Tensor,
+        itm_emb: np.ndarray | torch.Tensor,
+        embedding_size: int = 32,
+        layer_num: int = 3,
+        reg_weight: float = 1e-7,
+        keep_rate: float = 0.8,
+        **darec,
+    ) -> None:
+        super().__init__(n_users, n_items, adj, embedding_size, layer_num, reg_weight, keep_rate)
+        self._init_darec(usr_emb, itm_emb, **darec)
+
+    def cal_loss(
+        self,
+        anc: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+        uniforms: torch.Tensor | None = None,
+        user_assign: torch.Tensor | None = None,
+        item_assign: torch.Tensor | None = None,
+        user_subset: torch.Tensor | None = None,
+        item_subset: torch.Tensor | None = None,
+        user_assign_llm: torch.Tensor | None = None,
+        item_assign_llm: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`DaRecMixin.darec_loss` with the edge-dropout uniforms as the backbone's draw
+        (the assignments and subsets as :meth:`DaRecMixin.darec_terms` takes them)."""
+        return self.darec_loss(
+            anc,
+            pos,
+            neg,
+            backbone_draws={"uniforms": uniforms},
+            user_assign=user_assign,
+            item_assign=item_assign,
+            user_subset=user_subset,
+            item_subset=item_subset,
+            user_assign_llm=user_assign_llm,
+            item_assign_llm=item_assign_llm,
+        )
 
 
 def _darec(sizes, semantic, options, darec):
-    from darec_jax.reference.methods import LightGCNDaRecRef
-
     return LightGCNDaRecRef(*sizes, *semantic, **options, **darec)
 
 
-# The variants live in reference/methods.py (which builds on this file).
-REFERENCE = ReferenceSpec(name="lightgcn", classes=_variants, darec=_darec)
+REFERENCE = ReferenceSpec(
+    name="lightgcn",
+    classes=lambda: (LightGCNRef, LightGCNPlusRef, LightGCNGeneRef),
+    darec=_darec,
+)

@@ -1,5 +1,6 @@
-"""Alignment losses of the PyTorch reference: RLMRec-Con/Gen (BACKBONES.md §1.5, §1.7, §3.1, §3.2)
-and the DaRec terms (DAREC.md §2–§6).
+"""Alignment losses of the PyTorch reference: RLMRec-Con/Gen (docs/backbones.md §1.5, §1.7, §3.1,
+§3.2)
+and the DaRec terms (docs/darec.md).
 
 Pure torch functions: float32 tensors in, a differentiable scalar tensor out (except
 :func:`node_mask`, which returns the masked matrix, and :func:`spherical_kmeans`, which returns
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "bpr_loss_sum",
+    "reg_params",
     "AlignMLP",
     "cal_infonce",
     "global_alignment",
@@ -32,6 +35,30 @@ __all__ = [
     "uniformity",
     "view_contrast",
 ]
+
+
+def bpr_loss_sum(anc: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    """Σ_b softplus(s⁻_b − s⁺_b) with s⁺_b = a_b·p_b, s⁻_b = a_b·n_b (sum, not mean; §1.7).
+
+    Args:
+        anc: [B, d] anchor (user) embeddings.
+        pos: [B, d] positive item embeddings.
+        neg: [B, d] negative item embeddings.
+
+    Returns:
+        Scalar. torch's default softplus: log(1 + eˣ), and exactly x where x > 20.
+    """
+    pos_scores = (anc * pos).sum(dim=-1)  # [B]
+    neg_scores = (anc * neg).sum(dim=-1)  # [B]
+    return F.softplus(neg_scores - pos_scores).sum()
+
+
+def reg_params(model: nn.Module) -> torch.Tensor:
+    """Σ_P ‖P‖² over every parameter of ``model`` (squared Frobenius norm; §1.7)."""
+    reg = torch.zeros((), dtype=torch.float32)
+    for param in model.parameters():
+        reg = reg + param.norm(2).square()
+    return reg
 
 
 def normalize_eps(x: torch.Tensor) -> torch.Tensor:
@@ -103,7 +130,8 @@ def ssl_con_loss(x: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.
 
 
 class AlignMLP(nn.Module):
-    """y = LeakyReLU_{0.01}(x W1ᵀ + b1) W2ᵀ + b2 (§3, §1.6; also the DaRec heads, DAREC.md §3).
+    """y = LeakyReLU_{0.01}(x W1ᵀ + b1) W2ᵀ + b2 (§3, §1.6; also the DaRec heads, docs/darec.md,
+    the heads).
 
     Weights Xavier-uniform (bound sqrt(6/(in+out))); biases keep torch's default Linear init
     U(−1/sqrt(in), 1/sqrt(in)). State-dict names: ``mlp.0.weight``, ``mlp.0.bias``,
@@ -226,12 +254,13 @@ def rlmrec_gen_recon(
 
 
 # --------------------------------------------------------------------------------------------
-# DaRec terms (DAREC.md §4–§6); x̃ = x / sqrt(1e-8 + ‖x‖²) throughout
+# DaRec terms (docs/darec.md); x̃ = x / sqrt(1e-8 + ‖x‖²) throughout
 # --------------------------------------------------------------------------------------------
 
 
 def orthogonality(sp: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
-    """One view's orthogonality term (DAREC.md §4): mean_n cos(sp_n, sh_n)², cos(a,b) = ã·b̃.
+    """One view's orthogonality term (docs/darec.md, the four terms): mean_n cos(sp_n, sh_n)²,
+    cos(a,b) = ã·b̃.
 
     Args:
         sp: [n, d_h] specific part.
@@ -245,7 +274,8 @@ def orthogonality(sp: torch.Tensor, sh: torch.Tensor) -> torch.Tensor:
 
 
 def uniformity(x: torch.Tensor) -> torch.Tensor:
-    """Uniformity (DAREC.md §4, Wang & Isola t = 2): log mean_{j<k} exp(−2‖x̃_j − x̃_k‖²).
+    """Uniformity (docs/darec.md, the four terms, Wang & Isola t = 2): log mean_{j<k} exp(−2‖x̃_j −
+    x̃_k‖²).
 
     Distinct pairs only; ‖x̃_j − x̃_k‖² is computed directly (``torch.pdist``), not as 2 − 2cos.
 
@@ -264,7 +294,7 @@ def uniformity(x: torch.Tensor) -> torch.Tensor:
 def global_alignment(
     sh_c: torch.Tensor, sh_l: torch.Tensor, kind: str = "mse", temperature: float = 1.0
 ) -> torch.Tensor:
-    """Global structure alignment (DAREC.md §5), S^V = Ẽ^V (Ẽ^V)ᵀ ([m, m]).
+    """Global structure alignment (docs/darec.md, the four terms), S^V = Ẽ^V (Ẽ^V)ᵀ ([m, m]).
 
     * ``mse``: mean_{j,k} (S^C_jk − S^L_jk)².
     * ``kl``:  mean_j Σ_k p^L_jk (log p^L_jk − log p^C_jk), p^V = softmax_rows(S^V / τ).
@@ -298,7 +328,8 @@ def local_alignment(
     temperature: float,
     assign_llm: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Local structure alignment (DAREC.md §6), symmetric InfoNCE over present cluster centres.
+    """Local structure alignment (docs/darec.md, preference clusters), symmetric InfoNCE over
+    present cluster centres.
 
     c^V_k = normalise(Σ_{n: a^V(n)=k} Ẽ^V_sh,n) for each view V (a^C = ``assign``; a^L =
     ``assign_llm``, or ``assign`` when None); only the P clusters with at least one row of the
@@ -342,7 +373,7 @@ def local_alignment(
 def spherical_kmeans(
     x: torch.Tensor, num_clusters: int, iters: int, init_indices: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spherical k-means with injected initial centres (DAREC.md §6).
+    """Spherical k-means with injected initial centres (docs/darec.md, preference clusters).
 
     x̃ = normalise(x) (1e-8 rule); c = x̃[init_indices]. Each of ``iters`` iterations:
     a(n) = argmax_k x̃_n·c_k (ties → lowest k), then c_k = normalise(Σ_{a(n)=k} x̃_n); an empty
@@ -369,7 +400,7 @@ def spherical_kmeans(
 
 
 # --------------------------------------------------------------------------------------------
-# Cross-view contrast of SGL and SimGCL (BACKBONES.md §2.3, §2.4)
+# Cross-view contrast of SGL and SimGCL (docs/backbones.md §2.3, §2.4)
 # --------------------------------------------------------------------------------------------
 
 
@@ -393,7 +424,7 @@ def view_contrast(
 
     View 1 is the anchor, view 2 the positive; the denominators run over **all** users / items of
     view 2. Batch ids are not deduplicated. Order: sum the terms, divide by B = len(anc), multiply
-    by w (the order Q12 gives for kd; the spec does not fix it for cl).
+    by w (the order Q12 gives for kd; nothing fixes it for cl).
 
     Args:
         user_1: [U, d] view-1 final user embeddings F¹_u.

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation of the PyTorch reference (BACKBONES.md §1.10, Q21).
+"""Full-ranking evaluation of the PyTorch reference (docs/backbones.md §1.10, Q21).
 
 For every user with ≥ 1 item in the split (ascending ids), in batches of 1024 users: scores over
 all I items, training positives masked to exactly −1e8, top-K with K = max(ks) by ``torch.topk``,

@@ -1,4 +1,5 @@
-"""SGL of the PyTorch reference and its RLMRec variants (BACKBONES.md §2.3, §3, Q3, Q4, Q7, Q8).
+"""SGL of the PyTorch reference and its RLMRec variants (docs/backbones.md §2.3, §3, Q3, Q4, Q7,
+Q8).
 
 * :class:`SGLRef`     — ``sgl``.
 * :class:`SGLPlusRef` — ``sgl_plus`` (RLMRec-Con).

@@ -1,4 +1,4 @@
-"""SimGCL of the PyTorch reference and its RLMRec variants (BACKBONES.md §2.4, §3, Q5, Q6, Q8).
+"""SimGCL of the PyTorch reference and its RLMRec variants (docs/backbones.md §2.4, §3, Q5, Q6, Q8).
 
 * :class:`SimGCLRef`     — ``simgcl``.
 * :class:`SimGCLPlusRef` — ``simgcl_plus`` (RLMRec-Con).

@@ -1,9 +1,9 @@
 """What a backbone's PyTorch reference declares about itself, in its own file.
 
 Every ``reference/<name>.py`` defines one :class:`ReferenceSpec` named ``REFERENCE``;
-:func:`reference_spec` finds it by the backbone's name. The factory
-(:mod:`darec_jax.reference.factory`) builds models from it and the equivalence harness
-(:mod:`darec_jax.reference.harness`) drives a step through its :class:`StepRunner`.
+:func:`reference_spec` finds it by the backbone's name. The comparison package
+(:mod:`darec_jax.crosscheck`: its factory builds models from it, its harness drives a step
+through its :class:`StepRunner`) is the only code that reads it beside the reference's own.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The reference models' parameters under RLMRec's ``state_dict`` names (see
-:mod:`darec_jax.interop` for the table).
+:mod:`darec_jax.crosscheck.interop` for the table).
 
 Our reference modules keep a few attribute names of their own (``masker_token``,
 ``layer_weight_{l}``, the ``AlignMLP`` wrapper's inner ``mlp``); :func:`rlmrec_state_dict` and
 :func:`load_rlmrec_state_dict` translate them, so a checkpoint saved in RLMRec's format loads into
-both the reference and (through :func:`darec_jax.interop.from_state_dict`) our JAX models.
+both the reference and (through :func:`darec_jax.crosscheck.interop.from_state_dict`) our JAX
+models.
 """
 
 from __future__ import annotations

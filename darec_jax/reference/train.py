@@ -1,4 +1,5 @@
-"""Training driver of the PyTorch reference, in RLMRec's style (BACKBONES.md §1.8, §1.9, §1.11).
+"""Training driver of the PyTorch reference, in RLMRec's style (docs/backbones.md §1.8, §1.9,
+§1.11).
 
 One epoch: one uniform negative per training interaction (numpy RandomState, rejection of training
 positives), a torch ``randperm`` shuffle, batches of 4096 (last one partial), and per batch

@@ -1,4 +1,4 @@
-"""Backbone-generic pieces of the reference's RLMRec variants (BACKBONES.md §3, Q11–Q13).
+"""Backbone-generic pieces of the reference's RLMRec variants (docs/backbones.md §3, Q11–Q13).
 
 Every backbone written against this module (GCCF, SGL, SimGCL) exposes
 
@@ -6,7 +6,7 @@ Every backbone written against this module (GCCF, SGL, SimGCL) exposes
 * ``train_forward(anc, pos, neg, <the step's draws>, ego_transform=None)``: the training forward
   of one step, returning a :class:`BackboneOutput` — the final user / item embeddings that BPR
   (and the variants' kd / recon) use, plus the backbone's own weighted extra terms (e.g. SGL's
-  ``cl``) in the spec's addition order. ``ego_transform`` maps the ego matrix E0 = [E_u ; E_i]
+  ``cl``) in the order they are added (Q13). ``ego_transform`` maps the ego matrix E0 = [E_u ; E_i]
   [N, d] to the matrix that drives **every** forward of the step (RLMRec-Gen passes its
   NodeMask, Q11; a generic DaRec can pass anything);
 * ``reg_weight``, ``user_embeds``, ``item_embeds``.
@@ -30,8 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from darec_jax.reference.lightgcn import bpr_loss_sum, reg_params
-from darec_jax.reference.losses import AlignMLP, node_mask, rlmrec_con_kd, rlmrec_gen_recon
+from darec_jax.reference.losses import (
+    AlignMLP,
+    bpr_loss_sum,
+    node_mask,
+    reg_params,
+    rlmrec_con_kd,
+    rlmrec_gen_recon,
+)
 
 __all__ = [
     "BackboneOutput",

@@ -4,7 +4,7 @@
 arguments, so that a benchmark or a comparison builds the PyTorch side of exactly the run the JAX
 side trains. The classes come from the backbone's reference file (``reference/<name>.py``,
 ``REFERENCE``); the adjacency has self-loops where the backbone's declaration says so
-(``SPEC.self_loops``: GCCF's bare model, BACKBONES.md Q1).
+(``SPEC.self_loops``: GCCF's bare model, docs/backbones.md Q1).
 """
 
 from __future__ import annotations

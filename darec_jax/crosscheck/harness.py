@@ -2,7 +2,8 @@
 method: the engine of ``python -m experiments.equivalence``.
 
 Both sides start from the same weights (ours, copied into the reference through the state_dict
-names of :mod:`darec_jax.interop`), take ``steps`` Adam steps on identical batches (the real rows
+names of :mod:`darec_jax.crosscheck.interop`), take ``steps`` Adam steps on identical batches (the
+real rows
 padded on our side, as our epochs pad the last batch) with every random draw made once here and
 given to both — edge-dropout uniforms (aligned edge by edge between the two storage orders),
 SimGCL's noise, AutoCF's Gumbel uniforms, extra mask nodes and decoder pairs, node-mask seeds,
@@ -29,16 +30,23 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import torch
 
+from darec_jax.crosscheck.factory import build_reference
+from darec_jax.crosscheck.interop import from_state_dict, to_state_dict
+from darec_jax.eval import evaluate_embeddings, prepare_split
+from darec_jax.graph import edge_permutation
 from darec_jax.models import spec as backbone_spec
 from darec_jax.reference.adjacency import adjacency_edges
-from darec_jax.reference.factory import build_reference
 from darec_jax.reference.metrics import evaluate as reference_evaluate
 from darec_jax.reference.spec import reference_spec
 from darec_jax.reference.state_dict import load_rlmrec_state_dict, rlmrec_name
 from darec_jax.reference.train import make_optimizer
+from darec_jax.train.step import Batch, StepInputs, make_step_functions
 
 __all__ = ["Check", "compare_training"]
 
@@ -74,11 +82,6 @@ class _Sides:
     """Both implementations of one config, their state and the injected draws."""
 
     def __init__(self, cfg, data, seed: int, perturb: dict[str, float] | None):
-        import jax
-
-        from darec_jax.interop import to_state_dict
-        from darec_jax.train.step import make_step_functions
-
         self.cfg, self.data = cfg, data
         self.rng = np.random.default_rng(seed)
         self.fns, self.arrays, self.state = make_step_functions(cfg, data)
@@ -94,8 +97,6 @@ class _Sides:
         self.carry = self.fns.backbone(self.state.params).init_step_state(self.arrays)
         self.declared = backbone_spec(self.backbone_name).draws
         if "edge" in self.declared.values():
-            from darec_jax.graph import edge_permutation
-
             rows, cols, _ = adjacency_edges(adj)
             self.perm = edge_permutation(self.arrays.graph, rows, cols)
         runner = reference_spec(self.backbone_name).runner
@@ -117,10 +118,6 @@ class _Sides:
     def draws(self, n_real: int, size: int, step_index: int) -> tuple[Any, dict, dict]:
         """(our StepInputs, the reference backbone's keyword draws, the method's keyword
         draws)."""
-        import jax.numpy as jnp
-
-        from darec_jax.train.step import StepInputs
-
         cfg = self.cfg
         ours_method: dict[str, Any] = {}
         ours_epoch: dict[str, Any] = {}
@@ -161,10 +158,6 @@ class _Sides:
     def _jax_step(self, state, carry, step_index, batch, inputs, ref_grads, arrays):
         """Our step as the epoch takes it (carry updated, then loss, gradient and Adam), with
         the gradients and the Adam update the reference's gradients would give."""
-        import jax
-        import jax.numpy as jnp
-        import optax
-
         params, opt_state = state.params, state.opt_state
         backbone = self.fns.backbone(params)
         carry = backbone.update_step_state(carry, step_index, inputs.backbone, arrays)
@@ -207,11 +200,6 @@ class _Sides:
     def resync(self) -> None:
         """Copy our parameters and Adam moments into the reference, so that the next step of
         both starts from the same state."""
-        import jax
-        import optax
-
-        from darec_jax.interop import to_state_dict
-
         adam = [
             s
             for s in jax.tree.leaves(
@@ -277,13 +265,6 @@ def compare_training(
             sqrt(v) + ε makes entries with gradients near ε diverge chaotically). False lets the
             two trajectories run free.
     """
-    import jax
-    import jax.numpy as jnp
-
-    from darec_jax.eval import evaluate_embeddings, prepare_split
-    from darec_jax.interop import from_state_dict, to_state_dict
-    from darec_jax.train.step import Batch
-
     torch.set_float32_matmul_precision("highest")
     jax.config.update("jax_default_matmul_precision", "highest")
     sides = _Sides(cfg, data, seed, perturb)
