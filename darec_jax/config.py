@@ -46,7 +46,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class _ModelCommon:
-    """The fields every backbone has (BACKBONES.md §2)."""
+    """The fields every backbone has (docs/backbones.md §2)."""
 
     backbone: str = "lightgcn"
     embedding_size: int = 32
@@ -81,7 +81,7 @@ ModelConfig.__doc__ = (
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and early stopping (PROTOCOL.md §2–3)."""
+    """Optimisation and early stopping (docs/protocol.md)."""
 
     lr: float = 1e-3
     batch_size: int = 4096
@@ -103,7 +103,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Full-ranking evaluation (BACKBONES.md §1.10)."""
+    """Full-ranking evaluation (docs/backbones.md §1.10)."""
 
     ks: tuple[int, ...] = (5, 10, 20)
     # Users scored per device chunk; bounds memory at user_chunk x n_items scores.
@@ -114,7 +114,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RlmrecConfig:
-    """RLMRec's alignment baselines (BACKBONES.md §3.1–3.3)."""
+    """RLMRec's alignment baselines (docs/backbones.md §3.1–3.3)."""
 
     # rlmrec-con: InfoNCE between CF embeddings and an MLP projection of the LLM embeddings.
     kd_weight: float = 1e-2
@@ -127,11 +127,11 @@ class RlmrecConfig:
 
 @dataclass(frozen=True)
 class DarecConfig:
-    """DaRec (DAREC.md). Every choice the paper leaves open is a named option here."""
+    """DaRec (docs/darec.md). Every choice the paper leaves open is a named option here."""
 
     # Width of the four projection heads' outputs; 0 = the CF embedding size d.
     head_dim: int = 0
-    # Weights of the four terms; 0 switches a term off and skips its computation. DAREC.md §8
+    # Weights of the four terms; 0 switches a term off and skips its computation. docs/darec.md
     # suggests 0.1 / 0.1 / 0.1 / 0.01. λ_un = 0 came from the earlier planted benchmark
     # (benchmarks/planted*), read off test metrics of the worlds it reports on: provisional,
     # until the planted study (experiments/study.py) chooses the defaults on its tuning worlds.
@@ -185,7 +185,7 @@ class Config:
 
 # Reference hyper-parameters, per (dataset, backbone, method), as dotted overrides applied on top
 # of the defaults: each backbone declares its own (``SPEC.presets`` in ``models/<name>.py``,
-# BACKBONES.md §2 and §3.3). "synthetic" uses the yelp values. DaRec takes its backbone's bare
+# docs/backbones.md §2 and §3.3). "synthetic" uses the yelp values. DaRec takes its backbone's bare
 # values (DaRec's own options keep their defaults unless listed).
 PRESETS: dict[tuple[str, str, str], dict[str, Any]] = {
     (dataset, name, method): s.preset(dataset, method)

@@ -29,7 +29,8 @@ __all__ = [
     "xavier_uniform",
 ]
 
-# Xavier-uniform for a [rows, cols] table: U(-b, b), b = sqrt(6 / (rows + cols)) (§1.6).
+# Xavier-uniform for a [rows, cols] table: U(-b, b), b = sqrt(6 / (rows + cols)) (docs/backbones.md
+# §1.6).
 xavier_uniform = jax.nn.initializers.glorot_uniform(in_axis=-2, out_axis=-1)
 
 

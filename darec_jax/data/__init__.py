@@ -1,5 +1,5 @@
 """Datasets: RLMRec-format folders (safely unpickled and validated), the download cache, and the
-synthetic planted world (PROTOCOL.md §1, DAREC.md §10)."""
+synthetic planted world (docs/protocol.md, darec_jax/data/synthetic.py)."""
 
 from darec_jax.data.dataset import InteractionData, Split, load_rlmrec_folder
 from darec_jax.data.download import default_cache_dir

@@ -1,4 +1,4 @@
-"""Interaction datasets in memory, and the loader for RLMRec-format folders (PROTOCOL.md §1).
+"""Interaction datasets in memory, and the loader for RLMRec-format folders (docs/protocol.md).
 
 An RLMRec dataset folder holds
 
@@ -15,7 +15,7 @@ Amazon-book files): scipy's ``!=`` goes through CSR, which sums duplicates and s
 indices, and CSR → COO walks the rows in order. It is also what ``mat.tocoo()`` followed by
 ``sum_duplicates()`` gives. It is *not* the order of the entries inside RLMRec's pickles, which
 are grouped by user but with unsorted items within a user. The training samples of an epoch
-follow the order used here (BACKBONES.md §1.1), and it does not depend on how a file stores its
+follow the order used here (docs/backbones.md §1.1), and it does not depend on how a file stores its
 entries.
 """
 
@@ -258,7 +258,7 @@ def load_rlmrec_folder(
     name: str | None = None,
     require_embeddings: bool = False,
 ) -> InteractionData:
-    """Load a dataset folder in RLMRec format and validate it (PROTOCOL.md §1).
+    """Load a dataset folder in RLMRec format and validate it (docs/protocol.md).
 
     Args:
       path: the folder (``trn_mat.pkl``, ``val_mat.pkl``, ``tst_mat.pkl`` and optionally

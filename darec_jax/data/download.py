@@ -1,4 +1,4 @@
-"""Download RLMRec's data archive once and unpack one dataset from it (PROTOCOL.md §1).
+"""Download RLMRec's data archive once and unpack one dataset from it (docs/protocol.md).
 
 The archive is fetched to ``<cache>/data.zip`` through a temporary file in the same folder that
 is renamed only once it is complete (so an interrupted download never leaves a file that looks

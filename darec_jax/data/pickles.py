@@ -1,4 +1,4 @@
-"""Safe unpickling of dataset files (PROTOCOL.md §1: pickles are untrusted input).
+"""Safe unpickling of dataset files (docs/protocol.md: pickles are untrusted input).
 
 RLMRec ships its data as pickles: scipy sparse matrices (``trn_mat.pkl`` …) and numpy arrays
 (``usr_emb_np.pkl`` …). ``pickle.load`` on such a file can run any callable the file names, so

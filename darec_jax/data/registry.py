@@ -1,6 +1,6 @@
 """Datasets by name: RLMRec's three (downloaded and cached) and the synthetic planted world.
 
-Where ``amazon``, ``yelp`` and ``steam`` come from, in order (PROTOCOL.md §1):
+Where ``amazon``, ``yelp`` and ``steam`` come from, in order (docs/protocol.md):
 
 1. ``data_dir``, when given: an RLMRec folder, or a folder that holds ``<name>/``;
 2. the cache, ``<cache_dir>/<name>/`` (``cache_dir`` defaults to :func:`default_cache_dir`);

@@ -1,4 +1,4 @@
-"""The planted world (DAREC.md §10): a synthetic dataset with exactly the structure DaRec assumes.
+"""The planted world: a synthetic dataset with exactly the structure DaRec assumes.
 
 Every user and every item has three latent parts:
 
@@ -385,7 +385,7 @@ def planted_latents(cfg: SyntheticConfig | None = None) -> Latents:
 
 
 def make_planted_world(cfg: SyntheticConfig | None = None) -> InteractionData:
-    """Generate the planted world of DAREC.md §10 (see the module docstring for the model).
+    """Generate the planted world (see the module docstring for the model).
 
     Args:
       cfg: the knobs; default ``SyntheticConfig()``.

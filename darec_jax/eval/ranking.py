@@ -1,4 +1,4 @@
-"""Full-ranking evaluation, jitted and chunked over users (BACKBONES.md §1.10, Q21).
+"""Full-ranking evaluation, jitted and chunked over users (docs/backbones.md §1.10, Q21).
 
 For every user with at least one item in the split: score all items, mask the user's training
 items to −1e8, take the top K = max(ks), and compute

@@ -1,4 +1,4 @@
-"""The user–item interaction graph's edges and Â (BACKBONES.md §1.2).
+"""The user–item interaction graph's edges and Â (docs/backbones.md §1.2).
 
 Nodes are users ``0..U-1`` followed by items ``U..U+I-1`` (global ids). Every training interaction
 (u, i) gives two directed edges, u -> U+i and U+i -> u, so E = 2·nnz(R). The edge weight is the

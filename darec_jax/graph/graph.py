@@ -1,4 +1,5 @@
-"""The interaction graph as one pytree: its edges, Â, and how its products run (BACKBONES.md §1.2).
+"""The interaction graph as one pytree: its edges, Â, and how its products run (docs/backbones.md
+§1.2).
 
 A :class:`Graph` holds the directed edges of the user–item graph (users ``0..U-1``, items
 ``U..U+I-1``; every training pair gives u -> U+i and U+i -> u), the symmetric normalised weights

@@ -1,4 +1,4 @@
-"""Message passing over the interaction graph (BACKBONES.md §1.3, §2.2).
+"""Message passing over the interaction graph (docs/backbones.md §1.3, §2.2).
 
 All functions are pure and jit-friendly; the graph is an ordinary jit argument, and its products
 run the implementation it was built with (:class:`~darec_jax.graph.Graph`).

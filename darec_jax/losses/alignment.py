@@ -1,4 +1,5 @@
-"""Loss primitives of the LLM-alignment methods (BACKBONES.md §1.5, §1.7, §3.1–3.2; DAREC.md §3–6).
+"""Loss primitives of the LLM-alignment methods (docs/backbones.md §1.5, §1.7, §3.1–3.2;
+docs/darec.md).
 
 Pure functions of arrays; the method layer that wires them to backbones builds on these. Each
 states its equation and the shapes of its arguments. Two normalisations appear, as in the

@@ -1,4 +1,4 @@
-"""Loss primitives in the reference's conventions (BACKBONES.md §1.7, Q12, Q25)."""
+"""Loss primitives in the reference's conventions (docs/backbones.md §1.7, Q12, Q25)."""
 
 from __future__ import annotations
 

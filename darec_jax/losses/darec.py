@@ -1,4 +1,4 @@
-"""DaRec's loss terms and its adaptive preference clustering (DAREC.md §4–6).
+"""DaRec's loss terms and its adaptive preference clustering (docs/darec.md).
 
 Every function takes one set of rows (the batch's users, or its items); DaRec computes each term
 on the user set and on the item set and adds the two. Normalisation is x̃ = x / sqrt(1e-8+‖x‖²)

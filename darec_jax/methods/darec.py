@@ -1,4 +1,5 @@
-"""DaRec (DAREC.md): disentangle each view into specific and shared parts, align the shared parts
+"""DaRec (docs/darec.md): disentangle each view into specific and shared parts, align the shared
+parts
 globally (similarity structure) and locally (preference clusters).
 
 Four heads (Linear → LeakyReLU 0.01 → Linear) map CF rows (d) and LLM rows (d_L) to specific

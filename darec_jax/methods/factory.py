@@ -32,5 +32,5 @@ def make_method(cfg: Config, n_users: int, n_items: int) -> Method:
         values = dataclasses.asdict(getattr(cfg, section))
         options = {k: v for k, v in values.items() if k in accepted}
     if cls is RlmrecCon and not spec(cfg.model.backbone).rlmrec_con_negative:
-        options["with_negative_term"] = False  # e.g. AutoCF_plus (§3.1)
+        options["with_negative_term"] = False  # e.g. AutoCF_plus (docs/backbones.md §3.1)
     return cls(n_users, n_items, **options)

@@ -1,4 +1,4 @@
-"""RLMRec's contrastive and generative alignment (BACKBONES.md §3.1–3.2)."""
+"""RLMRec's contrastive and generative alignment (docs/backbones.md §3.1–3.2)."""
 
 from __future__ import annotations
 

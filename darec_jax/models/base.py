@@ -7,7 +7,7 @@ backbone-specific static arrays arrive as call arguments (``arrays``: the
 :class:`~darec_jax.inputs.TrainArrays` of the run, whose ``graph`` runs its products with the
 implementation chosen when it was built), never as module state.
 
-One training step computes, in this order (BACKBONES.md Q13):
+One training step computes, in this order (docs/backbones.md Q13):
 
     total = rec + reg + backbone terms (``term_names``) + method terms
 

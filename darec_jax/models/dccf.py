@@ -1,4 +1,4 @@
-"""DCCF (BACKBONES.md §2.5, Q8–Q10) as a Flax NNX module.
+"""DCCF (docs/backbones.md §2.5, Q8–Q10) as a Flax NNX module.
 
 Graph: the directed edges of the interaction graph, both directions of every training pair, in
 (head, tail) order; in the :class:`~darec_jax.graph.Graph` the head is the receiver and the tail
@@ -220,8 +220,8 @@ class DCCFConfig:
     per-layer contrast."""
 
     intent_num: int = 128
-    cl_weight: float = 0.1
-    cl_temperature: float = 0.2
+    cl_weight: float = 1e-3
+    cl_temperature: float = 0.1
 
     def problems(self) -> list[str]:
         return [] if self.intent_num >= 1 else ["model.dccf.intent_num must be >= 1"]

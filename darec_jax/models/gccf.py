@@ -1,4 +1,4 @@
-"""GCCF (BACKBONES.md §2.1, Q1, Q2) as a Flax NNX module.
+"""GCCF (docs/backbones.md §2.1, Q1, Q2) as a Flax NNX module.
 
     E^{(0)} = E0,   E^{(l)} = Â' E^{(l-1)}  (l = 1..L),   F = [E^{(0)} ‖ E^{(1)} ‖ … ‖ E^{(L)}]
 

@@ -1,4 +1,4 @@
-"""LightGCN (BACKBONES.md §2.2) as a Flax NNX module.
+"""LightGCN (docs/backbones.md §2.2) as a Flax NNX module.
 
 The module owns only parameters; the graph and any edge-dropout weights are call arguments, so
 ``nnx.split`` / ``nnx.merge`` give a pure function of (params, graph, weights).

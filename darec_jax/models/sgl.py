@@ -1,4 +1,4 @@
-"""SGL (BACKBONES.md §2.3, Q3, Q4, Q7, Q8) as a Flax NNX module.
+"""SGL (docs/backbones.md §2.3, Q3, Q4, Q7, Q8) as a Flax NNX module.
 
 Every training step runs three LightGCN forwards (F = Σ_{l=0}^{L} E^{(l)}) from the same ego
 matrix (RLMRec-Gen's masked one when that method runs, §3.2):
@@ -123,8 +123,8 @@ class SGLConfig:
     their contrast."""
 
     keep_rate: float = 0.8
-    cl_weight: float = 0.1
-    cl_temperature: float = 0.2
+    cl_weight: float = 1e-3
+    cl_temperature: float = 0.1
 
     def problems(self) -> list[str]:
         return rate_problems("model.sgl.keep_rate", self.keep_rate)

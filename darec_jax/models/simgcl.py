@@ -1,4 +1,4 @@
-"""SimGCL (BACKBONES.md §2.4, Q5, Q6, Q8) as a Flax NNX module.
+"""SimGCL (docs/backbones.md §2.4, Q5, Q6, Q8) as a Flax NNX module.
 
 Perturbed forward over the full Â (:func:`perturbed_propagate`): H^{(0)} = E0 (unperturbed); for
 l = 1..L, P = Â H^{(l-1)}, H^{(l)} = P + eps · sign(P) ⊙ rownorm(Ω_l) with Ω_l ∈ U[0,1)^{N×d}

@@ -24,7 +24,7 @@ class LoopState:
     rollbacks: int = 0  # non-finite epochs rolled back so far (they change later epochs' keys)
 
     def record_validation(self, value: float, epoch: int, patience: int) -> bool:
-        """Early stopping (PROTOCOL §3): a strict improvement of the criterion resets the
+        """Early stopping (docs/protocol.md): a strict improvement of the criterion resets the
         patience; ``patience`` evaluations without one stop the run. True if ``epoch`` is the
         new best."""
         improved = value > self.best_value

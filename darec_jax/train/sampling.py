@@ -1,4 +1,4 @@
-"""On-device negative sampling (BACKBONES.md §1.8).
+"""On-device negative sampling (docs/backbones.md §1.8).
 
 For each training interaction (u, i) one negative j is drawn uniformly from [0, I) and redrawn
 while (u, j) is a training positive. The reference loops over interactions sequentially; the draws

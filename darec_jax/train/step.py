@@ -226,7 +226,7 @@ class StepFunctions:
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
         """total = rec + reg + the backbone's terms + the method's terms + the backbone's late
         terms (``late_term_names``, if any: AutoCF's infomax), the reference's addition order
-        (Q13); rec is BPR for every backbone but AutoCF."""
+        (docs/backbones.md Q13); rec is BPR for every backbone but AutoCF."""
         model = self.backbone(params)
         method_inputs = inputs.for_method()
         ego = self.method.transform_ego(params["method"], model.ego(), method_inputs)

@@ -1,6 +1,6 @@
 """The training loop: epochs, validation, early stopping, checkpoints, final test, artifacts.
 
-PROTOCOL.md §2–4. The loop is small; its parts live beside it: the run's folder
+docs/protocol.md. The loop is small; its parts live beside it: the run's folder
 (:mod:`~darec_jax.train.run_dir`), the checkpoint slots (:mod:`~darec_jax.train.checkpoint`),
 early stopping and the non-finite guard (:mod:`~darec_jax.train.guards`), and the jitted epoch
 over one :class:`~darec_jax.train.step.TrainState` (:mod:`~darec_jax.train.step`).
