@@ -55,7 +55,7 @@ from darec_jax.train.guards import NonFiniteError
 
 METHODS = ("none", "rlmrec-con", "rlmrec-gen", "darec")
 ALIGNED = ("rlmrec-con", "rlmrec-gen", "darec")
-PHASES = ("tune", "evaluate", "curves", "report")
+PHASES = ("tune", "evaluate", "curves", "diagnose", "report")
 METRIC_KEYS = tuple(f"{m}@{k}" for m in ("recall", "ndcg") for k in (5, 10, 20))
 
 # World seeds: evaluation worlds 0, 1, 2, ...; tuning worlds 100000, 100001, ... Model seeds are
@@ -331,6 +331,18 @@ class Runner:
         )
         return out
 
+    def inspect(self, cell: Cell, world_seed: int, overrides: dict) -> dict:
+        """:func:`experiments.study_diagnose.inspect_run` of the tuned DaRec run of one world."""
+        from experiments.study_diagnose import inspect_run
+
+        check_evaluation_seeds([world_seed])
+        if self.plan_only:
+            return {}
+        world = world_config(cell, world_seed)
+        folder = self.workdir / "eval" / cell.label / f"w{world_seed}" / "darec-tuned"
+        cfg = self.config("darec", overrides, world)
+        return inspect_run(cfg, self.data(world), folder, world)
+
 
 # ----------------------------------------------------------------------------- parallel runs
 
@@ -463,6 +475,30 @@ def curves(
     return out
 
 
+def diagnose(runner: Runner, cells: list[Cell], seeds: list[int], choice: dict) -> dict:
+    """In each cell: the probes of none, Con and DaRec, the measurements of the tuned DaRec
+    models (:func:`~experiments.study_diagnose.inspect_run`) and DaRec with each open choice
+    changed alone (:data:`~experiments.study_diagnose.ABLATIONS`). Chooses nothing."""
+    from experiments.study_diagnose import ABLATIONS
+
+    check_evaluation_seeds(seeds)
+    darec = choice["chosen"]["darec"]["overrides"]
+    out = {}
+    for cell in cells:
+        per: dict = {"runs": {}}
+        for m in ("none", "rlmrec-con", "darec"):
+            o = choice["chosen"][m]["overrides"]
+            per["runs"][m] = [runner.run("eval", cell, s, m, "tuned", o, probe=True) for s in seeds]
+        for label, change in ABLATIONS.items():
+            tag = label.replace("=", "-")
+            per["runs"][f"darec {label}"] = [
+                runner.run("ablation", cell, s, "darec", tag, {**darec, **change}) for s in seeds
+            ]
+        per["inspect"] = [runner.inspect(cell, s, darec) for s in seeds]
+        out[cell.label] = per
+    return out
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -564,6 +600,7 @@ def report(
     evaluation: dict | None,
     curve_data: dict | None,
     meta: dict,
+    diagnosis: dict | None = None,
 ) -> str:
     lines = [
         "# The planted study",
@@ -653,7 +690,83 @@ def report(
                     f"{bad} of {len(runs)} |"
                 )
             lines.append("")
+    if diagnosis:
+        lines += diagnosis_report(diagnosis)
     return "\n".join(lines) + "\n"
+
+
+def diagnosis_report(diagnosis: dict) -> list[str]:
+    """The diagnosis tables: probes, DaRec's measurements, and the ablations against the tuned
+    DaRec (paired over worlds)."""
+    from experiments.study_diagnose import TERMS, summarise_diagnosis
+
+    lines = ["## Diagnosis (evaluation worlds; nothing here is chosen)", ""]
+    for cell, per in diagnosis.items():
+        runs = per["runs"]
+        n = len(runs["darec"])
+        lines += [
+            f"**{cell}** ({n} worlds; mean ± sd)",
+            "",
+            "| model | test R@20 | R² shared from E^C | R² CF-specific from E^C |",
+            "|---|---:|---:|---:|",
+        ]
+        for m in ("none", "rlmrec-con", "darec"):
+            rs = runs[m]
+            lines.append(
+                f"| {m} | {_mean_sd([r['test']['recall@20'] for r in rs])} | "
+                f"{_mean_sd([r['probe']['r2_shared'] for r in rs])} | "
+                f"{_mean_sd([r['probe']['r2_cf'] for r in rs])} |"
+            )
+        d = summarise_diagnosis([x for x in per["inspect"] if x])
+        if d:
+            lines += [
+                "",
+                "DaRec's trained model (means over worlds): what each CF space holds of the "
+                "planted parts, whether the parts are disentangled and aligned, and the pull of "
+                "each weighted term on the embedding tables (gradient norm on one batch).",
+                "",
+                "| space | R² shared | R² CF-specific | effective rank |",
+                "|---|---:|---:|---:|",
+                f"| E^C | {d['r2_shared[E^C]']:.3f} | {d['r2_cf[E^C]']:.3f} | |",
+            ]
+            for head in ("cf_shared", "cf_specific"):
+                lines.append(
+                    f"| {head} | {d[f'r2_shared[{head}]']:.3f} | {d[f'r2_cf[{head}]']:.3f} | "
+                    f"{d[f'rank[{head}]']:.1f} of {d['head_width']:.0f} |"
+                )
+            for head in ("llm_shared", "llm_specific"):
+                lines.append(f"| {head} | | | {d[f'rank[{head}]']:.1f} of {d['head_width']:.0f} |")
+            lines += [
+                "",
+                f"cos²(specific, shared): CF {d['cos2_cf']:.3f}, LLM {d['cos2_llm']:.3f}; "
+                f"agreement of the two shared spaces' similarity structure (correlation over "
+                f"500 users): {d['global_agreement']:.3f}.",
+                "",
+                "| term | gradient norm on E | value, first epoch | value, best epoch |",
+                "|---|---:|---:|---:|",
+            ]
+            for t in TERMS:
+                lines.append(
+                    f"| {t} | {d[f'grad[{t}]']:.2e} | {d.get(f'terms_first.{t}', 0.0):.2e} | "
+                    f"{d.get(f'terms_best.{t}', 0.0):.2e} |"
+                )
+        tuned = [r["test"]["recall@20"] for r in runs["darec"]]
+        con = [r["test"]["recall@20"] for r in runs["rlmrec-con"]]
+        lines += [
+            "",
+            "| DaRec with one choice changed | test R@20 | − tuned DaRec | − RLMRec-Con |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, rs in runs.items():
+            if not name.startswith("darec "):
+                continue
+            vals = [r["test"]["recall@20"] for r in rs]
+            lines.append(
+                f"| {name[6:]} | {_mean_sd(vals)} | {_fmt_interval(paired_interval(vals, tuned))} "
+                f"| {_fmt_interval(paired_interval(vals, con))} |"
+            )
+        lines.append("")
+    return lines
 
 
 # ----------------------------------------------------------------------------- command
@@ -682,6 +795,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--curve-worlds", type=int, default=8)
     p.add_argument("--strengths", type=float, nargs="+", default=[0.1, 1, 10, 100])
+    p.add_argument(
+        "--diagnose-cells",
+        nargs="*",
+        default=None,
+        help="cells (CF:TEXT) of --phase diagnose; default: the lowest CF and text weights, "
+        "and the highest CF with the lowest text weight",
+    )
+    p.add_argument("--diagnose-worlds", type=int, default=8)
     p.add_argument("--max-epochs", type=int, default=300)
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
     return p.parse_args(argv)
@@ -695,8 +816,19 @@ def _curve_cells(args) -> list[Cell]:
     if args.curve_cells is None:
         top = max(args.cf_weights)
         return [Cell(top, min(args.text_weights)), Cell(top, max(args.text_weights))]
+    return _parse_cells(args.curve_cells)
+
+
+def _diagnose_cells(args) -> list[Cell]:
+    if args.diagnose_cells is None:
+        low = min(args.text_weights)
+        return [Cell(min(args.cf_weights), low), Cell(max(args.cf_weights), low)]
+    return _parse_cells(args.diagnose_cells)
+
+
+def _parse_cells(items: list[str]) -> list[Cell]:
     out = []
-    for item in args.curve_cells:
+    for item in items:
         cf, sep, text = item.partition(":")
         if not sep:
             raise DarecError(f"--curve-cells expects CF:TEXT, got {item!r}")
@@ -745,6 +877,21 @@ def main(argv=None) -> int:
             )
         elif (out / "curves.json").exists():
             curve_data = json.loads((out / "curves.json").read_text())["runs"]
+        diagnosis = None
+        if "diagnose" in args.phase:
+            diagnosis = run_phase(
+                runner,
+                args.jobs,
+                diagnose,
+                _diagnose_cells(args),
+                evaluation_seeds(args.diagnose_worlds),
+                choice,
+            )
+            (out / "diagnosis.json").write_text(
+                json.dumps({"runs": diagnosis, **meta}, indent=1) + "\n"
+            )
+        elif (out / "diagnosis.json").exists():
+            diagnosis = json.loads((out / "diagnosis.json").read_text())["runs"]
         if evaluation:
             for per in evaluation.values():
                 for runs in per.values():
@@ -752,7 +899,7 @@ def main(argv=None) -> int:
         done = [json.loads(p.read_text()) for p in work.glob("*/*/*/*/study_result.json")]
         meta["runs"] = len(done)
         meta["run_seconds"] = sum(d.get("seconds", 0.0) for d in done)
-        text = report(out, cells, choice, evaluation, curve_data, meta)
+        text = report(out, cells, choice, evaluation, curve_data, meta, diagnosis)
         (out / "study.md").write_text(text)
         print(text)
         print(f"{runner.ran} runs trained now, {runner.seconds:.0f} s", file=sys.stderr)

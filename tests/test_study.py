@@ -111,3 +111,44 @@ def test_paired_interval_and_worlds_needed():
     assert d["half_width"] == pytest.approx(3.182446 * diffs.std(ddof=1) / 2, rel=1e-5)
     assert st.worlds_needed(0.01) == math.ceil((1.96 * 0.01 / 0.005) ** 2) == 16
     assert st.worlds_needed(float("nan")) == -1
+
+
+def test_diagnose_runs_each_ablation_on_evaluation_worlds_with_the_tuned_darec():
+    from experiments.study_diagnose import ABLATIONS
+
+    runner = FakeRunner()
+    runner.inspect = lambda cell, seed, overrides: {"seed": seed, "overrides": overrides}
+    choice = {
+        "chosen": {
+            "none": {"overrides": {}},
+            "rlmrec-con": {"overrides": {"rlmrec.kd_weight": 0.5}},
+            "darec": {"overrides": {"darec.lambda_gl": 0.3}},
+        }
+    }
+    out = st.diagnose(runner, [CELL], [0, 1], choice)[CELL.label]
+    assert {k for k, *_ in runner.calls} == {"eval", "ablation"}
+    assert {s for _, s, *_ in runner.calls} == {0, 1}
+    ablations = {t for k, _, m, t in runner.calls if k == "ablation"}
+    assert ablations == {label.replace("=", "-") for label in ABLATIONS}
+    assert out["inspect"][0]["overrides"] == {"darec.lambda_gl": 0.3}
+    assert set(out["runs"]) == {"none", "rlmrec-con", "darec"} | {f"darec {a}" for a in ABLATIONS}
+    text = "\n".join(st.diagnosis_report({CELL.label: {**out, "inspect": [{}, {}]}}))
+    assert "lambda_gl=0" in text and "| darec |" in text
+    with pytest.raises(DarecError, match="tuning worlds"):
+        st.diagnose(runner, [CELL], [st.TUNE_SEED_BASE], choice)
+
+
+def test_diagnosis_measures():
+    from experiments.study_diagnose import effective_rank, mean_cos2, similarity_agreement
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 8))
+    assert effective_rank(x) == pytest.approx(8, rel=0.1)
+    assert effective_rank(np.outer(rng.standard_normal(400), rng.standard_normal(8))) == (
+        pytest.approx(1.0, abs=1e-6)
+    )
+    assert mean_cos2(x, 3 * x) == pytest.approx(1.0)
+    y = np.stack([x[:, 1], -x[:, 0]], 1)  # orthogonal to x[:, :2] row by row
+    assert mean_cos2(x[:, :2], y) == pytest.approx(0.0, abs=1e-12)
+    assert similarity_agreement(x, 2 * x, rows=100) == pytest.approx(1.0)
+    assert abs(similarity_agreement(x, rng.standard_normal((400, 8)), rows=100)) < 0.1
