@@ -550,6 +550,8 @@ def heatmap(rows: dict, cells: list[Cell], key: str, title: str, path: Path) -> 
     texts = sorted({c.text_weight for c in cells})
     grid = np.full((len(cfs), len(texts)), np.nan)
     fig, ax = plt.subplots(figsize=(4.6, 3.8), dpi=90)
+    means = [abs(rows[c.label][key]["mean"]) for c in cells if c.label in rows]
+    shade = max(means, default=1.0)
     for c in cells:
         r = rows.get(c.label)
         if r is None:
@@ -565,6 +567,7 @@ def heatmap(rows: dict, cells: list[Cell], key: str, title: str, path: Path) -> 
             ha="center",
             va="center",
             fontsize=8,
+            color="white" if abs(d["mean"]) > 0.6 * shade else "black",
         )
     lim = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
     im = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, origin="lower")
@@ -574,6 +577,59 @@ def heatmap(rows: dict, cells: list[Cell], key: str, title: str, path: Path) -> 
     ax.set_ylabel("CF-specific weight")
     ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label="Δ test Recall@20")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _strengths(per: dict, method: str) -> list[tuple[float, list[dict]]]:
+    """[(factor, runs)] of one method's curve, in increasing factor."""
+    prefix = f"{method} ×"
+    out = [(float(k[len(prefix) :]), v) for k, v in per.items() if k.startswith(prefix)]
+    return sorted(out)
+
+
+def curve_plot(curve_data: dict, path: Path) -> None:
+    """Test Recall@20 and the probe R² of the CF-specific part from E^C against the strength
+    factor, RLMRec-Con and DaRec, one column per cell; bars are 95 % t-intervals over worlds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    cells = list(curve_data)
+    fig, axes = plt.subplots(2, len(cells), figsize=(4.2 * len(cells), 6), dpi=90, squeeze=False)
+    for j, cell in enumerate(cells):
+        per = curve_data[cell]
+        for row, (what, label) in enumerate(
+            (("recall", "test Recall@20"), ("r2_cf", "R² CF-specific part from E^C"))
+        ):
+            ax = axes[row, j]
+            for method, colour in (("rlmrec-con", "tab:orange"), ("darec", "tab:blue")):
+                xs, ms, hs = [], [], []
+                for f, runs in _strengths(per, method):
+                    v = [
+                        r["test"]["recall@20"] if what == "recall" else r["probe"]["r2_cf"]
+                        for r in runs
+                    ]
+                    n = len(v)
+                    xs.append(f)
+                    ms.append(float(np.mean(v)))
+                    half = stats.t.ppf(0.975, n - 1) * np.std(v, ddof=1) / np.sqrt(n)
+                    hs.append(float(half) if n > 1 else 0.0)
+                ax.errorbar(xs, ms, yerr=hs, marker="o", capsize=3, color=colour, label=method)
+            base = [
+                r["test"]["recall@20"] if what == "recall" else r["probe"]["r2_cf"]
+                for r in per["none"]
+            ]
+            ax.axhline(float(np.mean(base)), color="grey", ls="--", lw=1, label="none")
+            ax.set_xscale("log")
+            ax.set_xlabel("strength (× tuned weights)")
+            ax.set_ylabel(label)
+            if row == 0:
+                ax.set_title(cell, fontsize=9)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -672,7 +728,8 @@ def report(
             "![DaRec − Con](map_darec_minus_con.png) ![Con − none](map_con_minus_none.png)",
         ]
     if curve_data:
-        lines += ["", "## Strength curves", ""]
+        curve_plot(curve_data, out / "curves.png")
+        lines += ["", "## Strength curves", "", "![strength curves](curves.png)", ""]
         for cell, per in curve_data.items():
             lines += [
                 f"**{cell}** (mean ± sd over worlds)",
@@ -688,6 +745,21 @@ def report(
                 lines.append(
                     f"| {name} | {_mean_sd(r20)} | {_mean_sd(rs)} | {_mean_sd(rc)} | "
                     f"{bad} of {len(runs)} |"
+                )
+            lines += [
+                "",
+                "| strength | DaRec − Con (test R@20, paired) | DaRec − none | Con − none |",
+                "|---:|---:|---:|---:|",
+            ]
+            none = [r["test"]["recall@20"] for r in per["none"]]
+            con = dict(_strengths(per, "rlmrec-con"))
+            for f, runs in _strengths(per, "darec"):
+                d = [r["test"]["recall@20"] for r in runs]
+                c = [r["test"]["recall@20"] for r in con[f]]
+                lines.append(
+                    f"| ×{f:g} | {_fmt_interval(paired_interval(d, c))} | "
+                    f"{_fmt_interval(paired_interval(d, none))} | "
+                    f"{_fmt_interval(paired_interval(c, none))} |"
                 )
             lines.append("")
     if diagnosis:
