@@ -123,3 +123,25 @@ def test_kd_zero_weight_and_node_mask():
     np.testing.assert_array_equal(out[jnp.array([0, 2, 3, 5])], ego[jnp.array([0, 2, 3, 5])])
     grad = jax.grad(lambda e: jnp.sum(node_mask(e, jnp.array([1, 4]), token) ** 2))(ego)
     np.testing.assert_array_equal(grad[jnp.array([1, 4])], 0.0)
+
+
+@pytest.mark.parametrize("kind", ["mse", "kl"])
+def test_global_alignment_gradient_is_finite_with_padding_rows(kind):
+    """A padded last batch masks rows out: the masked pairs leave the value and the gradient of
+    the real rows as they are, and send no NaN back (kl once did, through the −inf logits of the
+    padding columns; the run then stopped as non-finite at its first padded batch)."""
+    a, b = _rows(0, 6, 4), _rows(1, 6, 4)
+    mask = jnp.asarray([1, 1, 1, 1, 0, 0], jnp.float32)
+
+    def loss(x, y):
+        return global_alignment(x, y, kind, 0.5, mask)
+
+    value, (ga, gb) = jax.value_and_grad(loss, argnums=(0, 1))(a, b)
+    ga_real, gb_real = jax.grad(lambda x, y: global_alignment(x, y, kind, 0.5), argnums=(0, 1))(
+        a[:4], b[:4]
+    )
+    assert np.isfinite(np.asarray(ga)).all() and np.isfinite(np.asarray(gb)).all()
+    np.testing.assert_allclose(value, global_alignment(a[:4], b[:4], kind, 0.5), rtol=1e-6)
+    np.testing.assert_allclose(ga[:4], ga_real, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(gb[:4], gb_real, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(ga[4:], 0.0)

@@ -83,7 +83,10 @@ def global_alignment(
         column_ok = w[None, :] > 0
         log_p = jax.nn.log_softmax(jnp.where(column_ok, s_llm / temperature, -jnp.inf), axis=-1)
         log_q = jax.nn.log_softmax(jnp.where(column_ok, s_cf / temperature, -jnp.inf), axis=-1)
-        per_row = jnp.sum(jnp.where(column_ok, jnp.exp(log_p) * (log_p - log_q), 0.0), axis=-1)
+        # The difference is masked before it meets exp(log_p): at a padding column both logs are
+        # −inf, and a product with their NaN difference would send NaN back through the
+        # gradient even where the forward value is masked away.
+        per_row = jnp.sum(jnp.exp(log_p) * jnp.where(column_ok, log_p - log_q, 0.0), axis=-1)
         return jnp.sum(w * per_row) / jnp.sum(w)
     raise ValueError(f"unknown global alignment {kind!r}; valid: mse, kl")
 
