@@ -669,6 +669,11 @@ def report(
         f"{EVAL_SEED_BASE}); intervals are 95 % t-intervals of the paired difference over worlds; "
         "* marks an interval that excludes 0.",
         "",
+        "Phases (each JSON beside this file records its command, commit and machine; every "
+        "run in it records the commit that trained it): "
+        + "; ".join(f"{k}: `{c}` at `{h[:7]}`" for k, (c, h) in meta.get("phases", {}).items())
+        + ".",
+        "",
         f"Compute: {meta.get('runs', 0)} trainings, {meta.get('run_seconds', 0) / 3600:.2f} "
         "core-hours of training wall time in all (each run's own clock, summed over the "
         "worker processes).",
@@ -968,6 +973,12 @@ def main(argv=None) -> int:
             for per in evaluation.values():
                 for runs in per.values():
                     check_evaluation_seeds([r["world_seed"] for r in runs])
+        meta["phases"] = {}
+        for name in ("tuning", "evaluation", "curves", "diagnosis"):
+            path = out / f"{name}.json"
+            if path.exists():
+                made = json.loads(path.read_text())
+                meta["phases"][name] = (made.get("command", "?"), made.get("commit", "?"))
         done = [json.loads(p.read_text()) for p in work.glob("*/*/*/*/study_result.json")]
         meta["runs"] = len(done)
         meta["run_seconds"] = sum(d.get("seconds", 0.0) for d in done)
