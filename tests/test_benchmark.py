@@ -64,6 +64,7 @@ def test_standin_llm_is_seeded_and_shaped():
     np.testing.assert_array_equal(a.item_emb, b.item_emb)
 
 
+@pytest.mark.slow  # 19 s: both sides of every method; the per-backbone test covers the machinery
 def test_per_method_sides_and_table(tmp_path):
     args = _args(tmp_path)
     data = random_dataset(n_users=40, n_items=30, per_user=6, seed=3)

@@ -81,7 +81,10 @@ def test_recluster_every_keeps_the_clusters_between_reclusterings(data, tmp_path
     assert each[:3] != by_hand[:3] and each[0] == by_hand[0]
 
 
-@pytest.mark.parametrize("assign", ["joint", "matched"])
+@pytest.mark.parametrize(
+    "assign",
+    ["joint", pytest.param("matched", marks=pytest.mark.slow)],  # matched: 27 s
+)
 def test_resume_between_reclusterings_is_identical(data, tmp_path, assign):
     cfg = _cfg(**{"darec.recluster_every": 3, "darec.local_assign": assign})
 

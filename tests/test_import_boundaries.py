@@ -64,8 +64,3 @@ def test_the_jax_side_never_imports_torch():
     loaded = _loaded_after_importing(names)
     assert "jax" in loaded
     assert "torch" not in loaded
-
-
-def test_the_crosscheck_package_is_where_both_meet():
-    loaded = _loaded_after_importing(["darec_jax.crosscheck.harness"])
-    assert {"torch", "jax", "darec_jax.reference.spec", "darec_jax.train.step"} <= loaded

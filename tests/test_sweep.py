@@ -53,6 +53,7 @@ def test_no_star_without_significance_and_nan_with_one_seed():
     assert "n/a" in p_table
 
 
+@pytest.mark.slow  # 40 s of training; the default suite covers the tables and world wiring
 def test_grid_runs_skips_and_resumes(tmp_path, capsys):
     from darec_jax.train.trainer import load_data, train_and_evaluate
 
