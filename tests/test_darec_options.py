@@ -48,6 +48,7 @@ def _losses(workdir):
     return [json.loads(x)["train"] for x in lines]
 
 
+@pytest.mark.slow  # 22 s; the resume-between-reclusterings test covers the kept state
 def test_recluster_every_keeps_the_clusters_between_reclusterings(data, tmp_path):
     cfg = _cfg(**{"darec.recluster_every": 3})
     train_and_evaluate(

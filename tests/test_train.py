@@ -153,6 +153,7 @@ def test_jitted_functions_compile_once(toy_data, tmp_path):
     assert fns.jit_epoch._cache_size() == 1
 
 
+@pytest.mark.slow  # 25 s; the resume-equality tests also pin determinism
 def test_same_seed_same_results(tmp_path):
     # Determinism on CPU: two runs from one seed (DaRec's k-means, batches, negatives, edge
     # dropout all drawn from it) give identical logs and metrics.
