@@ -21,6 +21,7 @@ input. Needs PyTorch (``pip install torch==2.13.0``).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -86,10 +87,14 @@ def _perturbations(items: list[str]) -> dict[str, float]:
     return out
 
 
-def _write_summary(path: Path, argv, args, rows, failed, n) -> None:
+def _write_summary(path: Path, argv, args, results, failed) -> None:
+    """The summary table (one row per combination) at ``path``; with a single combination, its
+    per-check table too. Beside it, ``path`` with ``.json``: the provenance, the tolerances and,
+    per combination, the resolved config and every check."""
     from experiments.provenance import provenance
 
     made = provenance("experiments.equivalence", sys.argv[1:] if argv is None else argv)
+    n = len(results)
     verdict = (
         f"above tolerance: {', '.join(failed)}"
         if failed
@@ -99,17 +104,54 @@ def _write_summary(path: Path, argv, args, rows, failed, n) -> None:
         f"Made by `{made['command']}` at commit `{made['commit']}` "
         f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); "
         f"{args.steps} Adam steps, rtol {args.rtol:g}, metric atol {args.metric_atol:g}; "
-        f"{verdict}. Relative errors are of the quantity's scale (max |reference|); parameters "
-        "entries whose gradient is below the gradient check's resolution get Adam's derived "
-        "allowance on top of rtol (harness.adam_allowance).",
+        f"{verdict}; exit status {1 if failed else 0}. Relative errors are of the quantity's "
+        "scale (max |reference|); parameter entries whose gradient is below the gradient "
+        "check's resolution get Adam's derived allowance on top of rtol "
+        "(harness.adam_allowance). Each combination's resolved config and every check are in "
+        f"`{path.with_suffix('.json').name}` beside this file.",
         "",
         "| backbone | method | result | max rel err: terms | grads | params | scoring emb. "
         "| max abs err: val metrics |",
         "|---|---|---|---:|---:|---:|---:|---:|",
-        *rows,
+        *(_summary_row(cfg, checks) for cfg, checks in results),
     ]
+    if n == 1:
+        cfg, checks = results[0]
+        lines += ["", f"## {cfg.data.name} · {cfg.model.backbone} · {cfg.method}", ""]
+        lines += _table(checks, args.per_step)
+    record = {
+        "provenance": made,
+        "steps": args.steps,
+        "rtol": args.rtol,
+        "metric_atol": args.metric_atol,
+        "perturb": _perturbations(args.perturb),
+        "resync": not args.no_resync,
+        "seed": args.seed,
+        "combinations": [
+            {
+                "backbone": cfg.model.backbone,
+                "method": cfg.method,
+                "ok": all(c.ok for c in checks),
+                "config": config_lib.to_dict(cfg),
+                "checks": [
+                    {
+                        "step": c.step,
+                        "kind": c.kind,
+                        "name": c.name,
+                        "abs_err": c.abs_err,
+                        "scale": c.scale,
+                        "allowed": c.allowed,
+                        "ok": c.ok,
+                    }
+                    for c in checks
+                ],
+            }
+            for cfg, checks in results
+        ],
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE.md",
         help="also write one row per combination (the largest relative error of the terms, "
         "gradients, parameters and scoring embeddings, and the largest absolute metric error) "
-        "to FILE.md, with the command, commit and machine",
+        "to FILE.md, with the command, commit and machine (with one combination, also its "
+        "per-check table), and the resolved configs and every check to FILE.json",
     )
     parser.add_argument(
         "--no-resync",
@@ -175,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         from darec_jax.train.trainer import load_data
 
         data = load_data(cfgs[0])
-        failed, summary = [], []
+        failed, results = [], []
         for cfg in cfgs:
             label = f"{cfg.data.name} · {cfg.model.backbone} · {cfg.method}"
             try:
@@ -196,14 +239,14 @@ def main(argv: list[str] | None = None) -> int:
             bad = sum(not c.ok for c in checks)
             print(f"\n## {label}: {'PASS' if ok else f'FAIL ({bad} of {len(checks)} checks)'}\n")
             print("\n".join(_table(checks, args.per_step)))
-            summary.append(_summary_row(cfg, checks))
+            results.append((cfg, checks))
             if not ok:
                 failed.append(label)
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.summary:
-        _write_summary(Path(args.summary), argv, args, summary, failed, len(cfgs))
+        _write_summary(Path(args.summary), argv, args, results, failed)
     if failed:
         print(f"\nabove tolerance: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ backbone) when a reference weight that reaches predictions is perturbed on purpo
 difference caused by a gradient difference is not absorbed by Adam's allowance; bad input exits 2.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -54,6 +56,12 @@ def test_every_method_passes(backbone, capsys, tmp_path):
         cells = row.strip("| ").split(" | ")
         assert cells[2] == "PASS" and all(0 <= float(c) < 1e-4 for c in cells[3:]), row
     assert "at commit `" in summary.read_text()
+    record = json.loads(summary.with_suffix(".json").read_text())
+    assert [c["method"] for c in record["combinations"]] == list(config_lib.METHODS)
+    for combo in record["combinations"]:  # the resolved config rebuilds, and holds the overrides
+        cfg = config_lib.from_dict(combo["config"])
+        assert (cfg.model.backbone, cfg.method, cfg.train.batch_size) == (backbone, combo["method"], 64)
+        assert combo["ok"] and all(c["ok"] for c in combo["checks"]) and combo["checks"]
 
 
 def test_checks_cover_every_quantity():
@@ -101,16 +109,23 @@ def test_negative_control_a_perturbed_embedding_fails_every_kind_of_check(backbo
     assert not [c for c in checks if c.kind == "param" and c.name == table][0].ok
 
 
-def test_a_perturbed_weight_fails_with_a_clear_table(capsys):
+def test_a_perturbed_weight_fails_with_a_clear_table(capsys, tmp_path):
+    summary = tmp_path / "control.md"
     code = equivalence.main(
         ["--backbone", "lightgcn", "--method", "rlmrec-con", "--steps", "1", "--no-resync",
-         "--perturb", "user_embeds=0.05", *SMALL]
+         "--perturb", "user_embeds=0.05", *SMALL, "--summary", str(summary)]
     )  # fmt: skip
     out = capsys.readouterr()
     assert code == 1
     assert "FAIL" in out.out and "| param | user_embeds |" in out.out and "**NO**" in out.out
     assert "| metric | val recall@20 |" in out.out
     assert "above tolerance: synthetic · lightgcn · rlmrec-con" in out.err
+    # One combination: the written summary carries the failing per-check table and exit status.
+    text = summary.read_text()
+    assert "exit status 1" in text and "| 1 | param | user_embeds |" in text and "**NO**" in text
+    record = json.loads(summary.with_suffix(".json").read_text())
+    assert record["perturb"] == {"user_embeds": 0.05} and record["resync"] is False
+    assert not record["combinations"][0]["ok"]
 
 
 def test_a_gradient_caused_parameter_difference_fails():
