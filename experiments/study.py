@@ -29,8 +29,11 @@ Strength curves (``--phase curves``): in chosen cells, RLMRec-Con's kd weight an
 R² of the shared and the CF-specific parts from E^C (``experiments.planted.probe``).
 
 Everything is cached in ``--workdir`` (one folder per run; a finished run is never re-run), so
-the study resumes where it stopped. ``--out`` gets ``study.md``, ``study.json`` (every world and
-model seed, each method's chosen configuration, the commit and command) and the heatmaps.
+the study resumes where it stopped. ``--out`` gets ``study.md``, the heatmaps and the strength
+curves, one JSON per phase (``tuning.json``, ``evaluation.json``, ``curves.json``,
+``diagnosis.json``: the command, commit and machine of the phase; every run's world seed, model
+seed, overrides, the commit that trained it and its folder ``run``) and ``configs.json``, the
+resolved config of every run (:func:`run_configs`; :func:`resolved_config` rebuilds one).
 """
 
 from __future__ import annotations
@@ -268,6 +271,7 @@ class Runner:
             check_evaluation_seeds([world_seed])
         world = world_config(cell, world_seed)
         folder = self.workdir / kind / cell.label / f"w{world_seed}" / f"{method}-{tag}"
+        run_id = folder.relative_to(self.workdir).as_posix()  # its key in configs.json
         done = folder / "study_result.json"
         if self.plan_only:
             if not done.exists():
@@ -282,6 +286,7 @@ class Runner:
             }
         if done.exists():
             out = json.loads(done.read_text())
+            out.setdefault("run", run_id)
             if probe and "probe" not in out:
                 out["probe"] = probe_fn(
                     self.config(method, overrides, world), self.data(world), folder, world
@@ -293,6 +298,7 @@ class Runner:
         if folder.exists():  # an interrupted run: start it again from scratch
             shutil.rmtree(folder)
         out = {
+            "run": run_id,
             "world_seed": world_seed,
             "model_seed": cfg.train.seed,
             "method": method,
@@ -499,6 +505,78 @@ def diagnose(runner: Runner, cells: list[Cell], seeds: list[int], choice: dict) 
     return out
 
 
+# ----------------------------------------------------------------------------- resolved configs
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _unflatten(flat: dict) -> dict:
+    out: dict = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def run_configs(workdir: Path) -> dict:
+    """The resolved config of every run in ``workdir`` (the ``config.json`` its training wrote),
+    stored compactly: ``base`` holds each field's most common value over the runs, ``runs`` maps
+    each run folder (``kind/cell/w<world seed>/<method>-<tag>``, relative to ``workdir``) to
+    the fields where its config differs from ``base``. :func:`resolved_config` rebuilds one."""
+    flats = {}
+    for done in sorted(workdir.glob("*/*/*/*/study_result.json")):
+        path = done.parent / "config.json"
+        if path.exists():
+            flats[done.parent.relative_to(workdir).as_posix()] = _flatten(
+                json.loads(path.read_text())
+            )
+    counts: dict[str, dict[str, tuple[int, object]]] = {}
+    for flat in flats.values():
+        for key, value in flat.items():
+            seen = counts.setdefault(key, {})
+            text = json.dumps(value, sort_keys=True)
+            n, _ = seen.get(text, (0, value))
+            seen[text] = (n + 1, value)
+    base = {key: max(seen.values(), key=lambda t: t[0])[1] for key, seen in counts.items()}
+    runs = {}
+    for folder, flat in flats.items():
+        delta = {k: v for k, v in flat.items() if k not in base or base[k] != v}
+        absent = sorted(set(base) - set(flat))
+        runs[folder] = {**delta, **({"absent": absent} if absent else {})}
+    return {"base": _unflatten(base), "runs": runs}
+
+
+def _configs_json(record: dict) -> str:
+    """:func:`run_configs`' output as JSON with one line per run (diffable, compact)."""
+    compact = lambda v: json.dumps(v, separators=(",", ":"), sort_keys=True)  # noqa: E731
+    runs = ",\n".join(f" {json.dumps(k)}: {compact(v)}" for k, v in record["runs"].items())
+    rest = {k: v for k, v in record.items() if k != "runs"}
+    return "{\n" + ",\n".join(
+        [f" {json.dumps(k)}: {compact(v)}" for k, v in rest.items()] + [f' "runs": {{\n{runs}\n }}']
+    ) + "\n}\n"
+
+
+def resolved_config(configs: dict, folder: str) -> dict:
+    """One run's resolved config (as its ``config.json`` holds it) from :func:`run_configs`."""
+    if folder not in configs["runs"]:
+        raise DarecError(f"no resolved config of run {folder!r}")
+    delta = dict(configs["runs"][folder])
+    absent = set(delta.pop("absent", []))
+    flat = {k: v for k, v in _flatten(configs["base"]).items() if k not in absent}
+    return _unflatten({**flat, **delta})
+
+
 # ----------------------------------------------------------------------------- statistics
 
 
@@ -670,7 +748,8 @@ def report(
         "* marks an interval that excludes 0.",
         "",
         "Phases (each JSON beside this file records its command, commit and machine; every "
-        "run in it records the commit that trained it): "
+        "run in it records the commit that trained it; `configs.json` holds every run's "
+        "resolved config): "
         + "; ".join(f"{k}: `{c}` at `{h[:7]}`" for k, (c, h) in meta.get("phases", {}).items())
         + ".",
         "",
@@ -981,6 +1060,9 @@ def main(argv=None) -> int:
                 meta["phases"][name] = (made.get("command", "?"), made.get("commit", "?"))
         done = [json.loads(p.read_text()) for p in work.glob("*/*/*/*/study_result.json")]
         meta["runs"] = len(done)
+        configs = run_configs(work)
+        made = provenance("experiments.study", sys.argv[1:] if argv is None else list(argv))
+        (out / "configs.json").write_text(_configs_json({**configs, "made_by": made}))
         meta["run_seconds"] = sum(d.get("seconds", 0.0) for d in done)
         text = report(out, cells, choice, evaluation, curve_data, meta, diagnosis)
         (out / "study.md").write_text(text)

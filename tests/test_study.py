@@ -152,3 +152,34 @@ def test_diagnosis_measures():
     assert mean_cos2(x[:, :2], y) == pytest.approx(0.0, abs=1e-12)
     assert similarity_agreement(x, 2 * x, rows=100) == pytest.approx(1.0)
     assert abs(similarity_agreement(x, rng.standard_normal((400, 8)), rows=100)) < 0.1
+
+
+def test_every_runs_resolved_config_is_stored_and_rebuilds_exactly(tmp_path):
+    from darec_jax import config as config_lib
+
+    def write(folder, method, overrides):
+        cfg = config_lib.build_config("synthetic", "lightgcn", method, overrides)
+        path = tmp_path / folder
+        path.mkdir(parents=True)
+        (path / "config.json").write_text(config_lib.to_json(cfg))
+        (path / "study_result.json").write_text("{}")
+        return json.loads(config_lib.to_json(cfg))
+
+    written = {
+        "eval/3x0.5/w17/none-tuned": write("eval/3x0.5/w17/none-tuned", "none", {}),
+        "eval/3x0.5/w18/darec-tuned": write(
+            "eval/3x0.5/w18/darec-tuned", "darec", {"train.seed": 7, "darec.lambda_gl": 0.5}
+        ),
+        "curve/3x0.5/w18/darec-x10": write(
+            "curve/3x0.5/w18/darec-x10", "darec", {"train.seed": 7, "darec.lambda_gl": 5.0}
+        ),
+    }
+    (tmp_path / "eval/3x0.5/w19/none-tuned").mkdir(parents=True)  # unfinished: no result
+    configs = st.run_configs(tmp_path)
+    assert sorted(configs["runs"]) == sorted(written)
+    assert configs["runs"]["curve/3x0.5/w18/darec-x10"]["darec.lambda_gl"] == 5.0
+    record = json.loads(st._configs_json({**configs, "made_by": {"commit": "x"}}))
+    for folder, cfg in written.items():
+        assert st.resolved_config(record, folder) == cfg
+    with pytest.raises(DarecError, match="no resolved config"):
+        st.resolved_config(record, "eval/3x0.5/w19/none-tuned")
