@@ -60,20 +60,26 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def write_summary(out: Path, dataset: str) -> str:
+def write_summary(out: Path, dataset: str, made: dict | None = None) -> str:
     """Per backbone with saved runs: our mean test metrics over the seeds run, RLMRec's Table 1
-    beneath, the relative difference in Recall@20, and the runs' epochs and wall times."""
+    beneath, the relative difference in Recall@20, and the runs' epochs and wall times; above the
+    table, the command that wrote it and, per backbone, the file and the commits of its seeds."""
     header = (
         "| backbone | run | "
         + " | ".join(SHORT[m] for m in METRICS)
         + " | Δ R@20 | best epoch | epochs | wall s |"
     )
     lines = [header, "|---|---|" + "---:|" * (len(METRICS) + 4)]
+    sources = []
     for backbone in BACKBONE_ORDER:
         path = out / f"reproduce_{dataset}_{backbone}.json"
         if not path.exists():
             continue
         rows = json.loads(path.read_text())
+        commits = sorted(
+            {(r.get("provenance") or {}).get("commit", "not recorded")[:7] for r in rows}
+        )
+        sources.append(f"{backbone}: `{path.name}` (commit {', '.join(commits)})")
         means = [statistics.mean(r["test"][m] for r in rows) for m in METRICS]
         paper = RLMREC_TABLE1.get((dataset, backbone))
         ours_r20 = means[METRICS.index("recall@20")]
@@ -95,9 +101,15 @@ def write_summary(out: Path, dataset: str) -> str:
             lines.append(
                 "| | RLMRec Table 1 | " + " | ".join(f"{v:.4f}" for v in paper) + " | | | | |"
             )
+    made = made or provenance("experiments.reproduce", ["--summary", "--dataset", dataset])
+    intro = (
+        f"Made by `{made['command']}` at commit `{made['commit']}` from the per-backbone files "
+        "beside this file, each of which records every seed's command, commit, resolved config "
+        "and machine: " + "; ".join(sources) + "."
+    )
     table = "\n".join(lines)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"reproduce_{dataset}_summary.md").write_text(table + "\n")
+    (out / f"reproduce_{dataset}_summary.md").write_text(intro + "\n\n" + table + "\n")
     return table
 
 
@@ -172,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.summary:
-        print(write_summary(Path(args.out), args.dataset))
+        made = provenance("experiments.reproduce", sys.argv[1:] if argv is None else argv)
+        print(write_summary(Path(args.out), args.dataset, made))
         return 0
 
     data = load_dataset(args.dataset, data_dir=args.data_dir, download=args.data_dir is None)
