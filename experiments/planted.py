@@ -168,6 +168,8 @@ def run_world(label: str, world: SyntheticConfig, seeds: list[int], runs, args, 
                 res["wall_seconds"] = time.perf_counter() - t0
                 done.write_text(json.dumps(res, indent=2) + "\n")
             res["probe"] = probe(cfg, data, workdir, dataclasses.replace(world, seed=seed))
+            res["config"] = config_lib.to_dict(cfg)
+            res["run"] = workdir.relative_to(out).as_posix()
             results[name].append(res)
             print(
                 f"[{label}] seed {seed} {name}: test recall@20 {res['test']['recall@20']:.4f}",
@@ -215,11 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         default=None,
-        help="the model seed of each world (default: the world seed itself, as the committed "
-        "artifacts were made)",
+        help="the model seed of each world (default: the world seed itself)",
     )
     parser.add_argument("--max-epochs", type=int, default=300)
-    parser.add_argument("--out", default="benchmarks/planted")
+    parser.add_argument("--out", default="runs/planted")
     parser.add_argument("--no-ablations", action="store_true")
     parser.add_argument(
         "--sweep",
@@ -288,16 +289,27 @@ def main(argv: list[str] | None = None) -> int:
             "text view is pure noise", noise, args.seeds, _runs(False), args, out
         )
         tables.append(table)
-    text = "\n\n".join(tables)
+    from experiments.provenance import provenance
+
+    made = provenance("experiments.planted", sys.argv[1:] if argv is None else list(argv))
+    text = (
+        f"Made by `{made['command']}` at commit `{made['commit']}` "
+        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); every "
+        "run's resolved config is in `planted.json` beside this file.\n\n" + "\n\n".join(tables)
+    )
     print(text)
     (out / "planted.md").write_text(text + "\n")
+    keep = ("run", "seed", "best_epoch", "epochs_run", "test", "probe", "config")
     (out / "planted.json").write_text(
         json.dumps(
             {
-                k: {m: [{**r["test"], **r["probe"]} for r in rs] for m, rs in v.items()}
-                for k, v in raw.items()
+                "provenance": made,
+                "runs": {
+                    k: {m: [{x: r.get(x) for x in keep} for r in rs] for m, rs in v.items()}
+                    for k, v in raw.items()
+                },
             },
-            indent=2,
+            indent=1,
         )
         + "\n"
     )

@@ -11,7 +11,8 @@ world and model seeds they cover.
 A cell with ``results.json`` is finished and skipped; one with a checkpoint but no results is
 resumed (the results equal an uninterrupted run's); the rest start fresh. A progress line says
 which cell runs and how many are left. When the grid is done (or with ``--tables-only``, from
-whatever has finished), it writes per dataset ``<out>/sweep_<dataset>.md`` and ``.csv``:
+whatever has finished), it writes per dataset ``<out>/sweep_<dataset>.md``, ``.csv`` and
+``.json`` (the command, commit and machine; every cell's resolved config and results):
 
 * rows: backbone × method, columns R@5/10/20 and N@5/10/20 (test, best validation state) as
   mean ± std over seeds; the best mean per backbone and metric in **bold**;
@@ -20,6 +21,9 @@ whatever has finished), it writes per dataset ``<out>/sweep_<dataset>.md`` and `
   p < 0.05.
 
 ``--set KEY=VALUE`` applies to every cell (e.g. ``train.epochs=50`` for a quick grid).
+``--figures BACKBONE METHOD SEED`` copies that cell's figures (``training_curves.png``, and
+``darec_spaces.png`` for DaRec) to ``<out>/<backbone>_<method>_seed<s>_{curves,spaces}.png``, and
+the table names the cell they come from.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import csv
 import io
 import json
 import math
+import shutil
 import statistics
 import sys
 import time
@@ -206,7 +211,28 @@ def tables(results: dict, backbones, methods) -> tuple[str, str, list[list[str]]
     return "\n".join(lines), "\n".join(p_lines), rows
 
 
-def write_tables(args) -> list[Path]:
+FIGURES = (("training_curves.png", "curves"), ("darec_spaces.png", "spaces"))
+
+
+def _copy_figures(root: Path, out: Path, dataset: str, figures) -> list[str]:
+    """Copy one cell's figures to ``out``; the names written."""
+    backbone, method, seed = figures
+    cell = cell_dir(root, dataset, backbone, method, int(seed))
+    written = []
+    for source, kind in FIGURES:
+        if (cell / source).exists():
+            name = f"{backbone}_{method}_seed{seed}_{kind}.png"
+            shutil.copyfile(cell / source, out / name)
+            written.append(name)
+    if not written:
+        raise DarecError(f"--figures: {cell} has no figures (is the cell finished?)")
+    return written
+
+
+def write_tables(args, argv: list[str] | None = None) -> list[Path]:
+    from experiments.provenance import provenance
+
+    made = provenance("experiments.sweep", sys.argv[1:] if argv is None else list(argv))
     root, out = Path(args.workdir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -227,7 +253,16 @@ def write_tables(args) -> list[Path]:
                 else "seeds"
             )
         )
+        figures = ""
+        if getattr(args, "figures", None):
+            names = _copy_figures(root, out, dataset, args.figures)
+            cell = cell_dir(root, dataset, *args.figures[:2], int(args.figures[2])).name
+            figures = f" Figures {', '.join(f'`{n}`' for n in names)}: cell `{cell}`."
         text = (
+            f"Made by `{made['command']}` at commit `{made['commit']}` "
+            f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); every "
+            f"cell's resolved config and results are in `sweep_{dataset}.json` beside this "
+            f"file.{figures}\n\n"
             f"{dataset}: test metrics of the best validation state, mean ± std over {units}; "
             f"model seeds {', '.join(map(str, models))}; **bold**: the best mean per backbone; "
             "*: DaRec above every baseline of its backbone at p < 0.05 (paired t-test over "
@@ -240,6 +275,18 @@ def write_tables(args) -> list[Path]:
         buffer = io.StringIO()
         csv.writer(buffer).writerows(rows)
         (out / f"sweep_{dataset}.csv").write_text(buffer.getvalue())
+        cells = {}
+        for b, m in results:
+            for seed in results[(b, m)]:
+                folder = cell_dir(root, dataset, b, m, seed)
+                res = json.loads((folder / "results.json").read_text())
+                cells[folder.name] = {
+                    "config": json.loads((folder / "config.json").read_text()),
+                    **{k: res.get(k) for k in ("status", "best_epoch", "epochs_run", "val", "test")},
+                }
+        (out / f"sweep_{dataset}.json").write_text(
+            json.dumps({"provenance": made, "cells": cells}, indent=1) + "\n"
+        )
         written.append(md)
         print(text)
     return written
@@ -274,6 +321,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--tables-only", action="store_true", help="write the tables from finished cells only"
     )
+    parser.add_argument(
+        "--figures",
+        nargs=3,
+        default=None,
+        metavar=("BACKBONE", "METHOD", "SEED"),
+        help="copy this cell's figures beside the tables",
+    )
     args = parser.parse_args(argv)
     try:
         args.data_dir = _data_dirs(args.data_dir)
@@ -287,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise DarecError(f"unknown {kind} {', '.join(bad)}; valid: {', '.join(valid)}")
         if not args.tables_only:
             run_grid(args)
+        write_tables(args, argv)
     except DarecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_tables(args)
     return 0
 
 
