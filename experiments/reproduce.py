@@ -77,7 +77,7 @@ def write_summary(out: Path, dataset: str, made: dict | None = None) -> str:
             continue
         rows = json.loads(path.read_text())
         commits = sorted(
-            {(r.get("provenance") or {}).get("commit", "not recorded")[:7] for r in rows}
+            {(r.get("provenance") or {}).get("commit", "")[:7] or "not recorded" for r in rows}
         )
         sources.append(f"{backbone}: `{path.name}` (commit {', '.join(commits)})")
         means = [statistics.mean(r["test"][m] for r in rows) for m in METRICS]

@@ -511,7 +511,7 @@ def diagnose(runner: Runner, cells: list[Cell], seeds: list[int], choice: dict) 
 def _flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:  # an empty section stays a leaf
             out.update(_flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
