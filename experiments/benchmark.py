@@ -750,7 +750,7 @@ def _save(out: str, name: str, table: str, results: dict, configs) -> None:
     """The table (Markdown, with a line saying how it was made) and the raw results (JSON, with
     the same provenance: commit, command, machine, and the resolved config of each run)."""
     from darec_jax import config as config_lib
-    from experiments.provenance import provenance
+    from experiments.provenance import made_by, provenance
 
     made = provenance("experiments.benchmark", sys.argv[1:])
     made["configs"] = {
@@ -759,9 +759,7 @@ def _save(out: str, name: str, table: str, results: dict, configs) -> None:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     header = (
-        f"Made by `{made['command']}` at commit `{made['commit']}` "
-        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); the "
-        "resolved config of every run is in the JSON beside this file.\n\n"
+        made_by(made) + "; the resolved config of every run is in the JSON beside this file.\n\n"
     )
     (folder / f"{name}.md").write_text(header + table + "\n")
     (folder / f"{name}.json").write_text(

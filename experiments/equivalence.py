@@ -91,7 +91,7 @@ def _write_summary(path: Path, argv, args, results, failed) -> None:
     """The summary table (one row per combination) at ``path``; with a single combination, its
     per-check table too. Beside it, ``path`` with ``.json``: the provenance, the tolerances and,
     per combination, the resolved config and every check."""
-    from experiments.provenance import provenance
+    from experiments.provenance import made_by, provenance
 
     made = provenance("experiments.equivalence", sys.argv[1:] if argv is None else argv)
     n = len(results)
@@ -101,8 +101,7 @@ def _write_summary(path: Path, argv, args, results, failed) -> None:
         else f"all {n} combination(s) within tolerance"
     )
     lines = [
-        f"Made by `{made['command']}` at commit `{made['commit']}` "
-        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); "
+        made_by(made) + "; "
         f"{args.steps} Adam steps, rtol {args.rtol:g}, metric atol {args.metric_atol:g}; "
         f"{verdict}; exit status {1 if failed else 0}. Relative errors are of the quantity's "
         "scale (max |reference|); parameter entries whose gradient is below the gradient "

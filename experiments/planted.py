@@ -289,12 +289,11 @@ def main(argv: list[str] | None = None) -> int:
             "text view is pure noise", noise, args.seeds, _runs(False), args, out
         )
         tables.append(table)
-    from experiments.provenance import provenance
+    from experiments.provenance import made_by, provenance
 
     made = provenance("experiments.planted", sys.argv[1:] if argv is None else list(argv))
     text = (
-        f"Made by `{made['command']}` at commit `{made['commit']}` "
-        f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); every "
+        made_by(made) + "; every "
         "run's resolved config is in `planted.json` beside this file.\n\n" + "\n\n".join(tables)
     )
     print(text)

@@ -45,3 +45,12 @@ def provenance(module: str, args: list[str]) -> dict[str, Any]:
             "python": platform.python_version(),
         },
     }
+
+
+def made_by(made: dict[str, Any]) -> str:
+    """The sentence an artifact opens with: its command, commit and machine."""
+    m = made["machine"]
+    return (
+        f"Made by `{made['command']}` at commit `{made['commit']}` "
+        f"({m['cpu_count']} CPU cores, {m['processor']})"
+    )

@@ -562,9 +562,14 @@ def _configs_json(record: dict) -> str:
     compact = lambda v: json.dumps(v, separators=(",", ":"), sort_keys=True)  # noqa: E731
     runs = ",\n".join(f" {json.dumps(k)}: {compact(v)}" for k, v in record["runs"].items())
     rest = {k: v for k, v in record.items() if k != "runs"}
-    return "{\n" + ",\n".join(
-        [f" {json.dumps(k)}: {compact(v)}" for k, v in rest.items()] + [f' "runs": {{\n{runs}\n }}']
-    ) + "\n}\n"
+    return (
+        "{\n"
+        + ",\n".join(
+            [f" {json.dumps(k)}: {compact(v)}" for k, v in rest.items()]
+            + [f' "runs": {{\n{runs}\n }}']
+        )
+        + "\n}\n"
+    )
 
 
 def resolved_config(configs: dict, folder: str) -> dict:
@@ -1061,7 +1066,7 @@ def main(argv=None) -> int:
         done = [json.loads(p.read_text()) for p in work.glob("*/*/*/*/study_result.json")]
         meta["runs"] = len(done)
         configs = run_configs(work)
-        made = provenance("experiments.study", sys.argv[1:] if argv is None else list(argv))
+        made = {k: meta[k] for k in ("commit", "command", "machine")}
         (out / "configs.json").write_text(_configs_json({**configs, "made_by": made}))
         meta["run_seconds"] = sum(d.get("seconds", 0.0) for d in done)
         text = report(out, cells, choice, evaluation, curve_data, meta, diagnosis)

@@ -230,7 +230,7 @@ def _copy_figures(root: Path, out: Path, dataset: str, figures) -> list[str]:
 
 
 def write_tables(args, argv: list[str] | None = None) -> list[Path]:
-    from experiments.provenance import provenance
+    from experiments.provenance import made_by, provenance
 
     made = provenance("experiments.sweep", sys.argv[1:] if argv is None else list(argv))
     root, out = Path(args.workdir), Path(args.out)
@@ -259,8 +259,7 @@ def write_tables(args, argv: list[str] | None = None) -> list[Path]:
             cell = cell_dir(root, dataset, *args.figures[:2], int(args.figures[2])).name
             figures = f" Figures {', '.join(f'`{n}`' for n in names)}: cell `{cell}`."
         text = (
-            f"Made by `{made['command']}` at commit `{made['commit']}` "
-            f"({made['machine']['cpu_count']} CPU cores, {made['machine']['processor']}); every "
+            made_by(made) + "; every "
             f"cell's resolved config and results are in `sweep_{dataset}.json` beside this "
             f"file.{figures}\n\n"
             f"{dataset}: test metrics of the best validation state, mean ± std over {units}; "
@@ -282,7 +281,9 @@ def write_tables(args, argv: list[str] | None = None) -> list[Path]:
                 res = json.loads((folder / "results.json").read_text())
                 cells[folder.name] = {
                     "config": json.loads((folder / "config.json").read_text()),
-                    **{k: res.get(k) for k in ("status", "best_epoch", "epochs_run", "val", "test")},
+                    **{
+                        k: res.get(k) for k in ("status", "best_epoch", "epochs_run", "val", "test")
+                    },
                 }
         (out / f"sweep_{dataset}.json").write_text(
             json.dumps({"provenance": made, "cells": cells}, indent=1) + "\n"

@@ -60,7 +60,8 @@ def test_every_method_passes(backbone, capsys, tmp_path):
     assert [c["method"] for c in record["combinations"]] == list(config_lib.METHODS)
     for combo in record["combinations"]:  # the resolved config rebuilds, and holds the overrides
         cfg = config_lib.from_dict(combo["config"])
-        assert (cfg.model.backbone, cfg.method, cfg.train.batch_size) == (backbone, combo["method"], 64)
+        got = (cfg.model.backbone, cfg.method, cfg.train.batch_size)
+        assert got == (backbone, combo["method"], 64)
         assert combo["ok"] and all(c["ok"] for c in combo["checks"]) and combo["checks"]
 
 

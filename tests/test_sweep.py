@@ -142,7 +142,8 @@ def test_tables_record_provenance_every_cells_config_and_the_figures_source(tmp_
     assert sweep.main(argv) == 0
     capsys.readouterr()
     text = (out / "sweep_synthetic.md").read_text()
-    assert text.startswith("Made by `python -m experiments.sweep --tables-only") and "at commit `" in text
+    assert text.startswith("Made by `python -m experiments.sweep --tables-only")
+    assert "at commit `" in text
     assert "cell `synthetic-lightgcn-darec-seed1`" in text
     assert (out / "lightgcn_darec_seed1_spaces.png").read_bytes() == b"spaces"
     record = json.loads((out / "sweep_synthetic.json").read_text())
