@@ -130,8 +130,15 @@ def test_tables_record_provenance_every_cells_config_and_the_figures_source(tmp_
             (cell / "config.json").write_text(config_lib.to_json(cfg))
             metrics = _metrics(base + 0.01 * seed)
             (cell / "results.json").write_text(
-                json.dumps({"status": "finished", "best_epoch": 3, "epochs_run": 5,
-                            "val": metrics, "test": metrics})  # fmt: skip
+                json.dumps(
+                    {
+                        "status": "finished",
+                        "best_epoch": 3,
+                        "epochs_run": 5,
+                        "val": metrics,
+                        "test": metrics,
+                    }
+                )  # fmt: skip
             )
     cell = sweep.cell_dir(runs, "synthetic", "lightgcn", "darec", 1)
     (cell / "training_curves.png").write_bytes(b"curves")
