@@ -34,8 +34,7 @@ from darec_jax.data import (
 )
 from darec_jax.data.pickles import ALLOWED_GLOBALS
 from darec_jax.errors import ConfigError, DataError
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from tests.toy import SHARED_DATA
 
 # ----------------------------------------------------------------------------- helpers
 
